@@ -1,0 +1,1 @@
+"""Model loading: Hugging Face ids or paths, the offline bundled models, LoRA/full, reference policy."""
