@@ -1,0 +1,444 @@
+"""Typed run configuration: dataclasses, YAML loading, dotted command-line overrides, validation.
+
+One source of truth: every option is a dataclass field whose ``metadata`` carries its help text and
+allowed values; the YAML loader, the ``raco train`` flags and ``raco train --help`` are all generated
+from these fields. Precedence: dataclass defaults < YAML file < command-line flags. Unknown keys and
+bad values raise :class:`ConfigError` naming the key (and the closest valid key or value) before any
+model or data is loaded.
+
+Objectives are a list in YAML and are addressed by name on the command line::
+
+    objectives:
+      - {name: helpful, weight: 0.7, beta: 0.2}
+      - {name: harmless, weight: 0.3}
+
+    raco train --config run.yaml --train.lr 1e-5 --objectives.harmless.weight 0.4 ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("raco", "cagrad", "mgda", "weighted_sum", "amopo")
+LOSSES = ("dpo", "ipo", "hinge", "simpo", "amopo")
+DTYPES = ("float32", "bfloat16", "float16")
+SCHEDULES = ("cosine", "linear", "constant")
+REFERENCES = ("auto", "adapter", "copy", "cached", "none")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message names the key."""
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", choices: tuple = (), check=None, **kw):
+    """A config field with its help text, allowed ``choices`` and a ``check(value) -> error|None``."""
+    return field(default=default, metadata=meta(help, choices, check), **kw)
+
+
+def meta(help: str, choices: tuple = (), check=None) -> dict:
+    """Field metadata: help text, allowed values, and a ``check(value) -> error|None``."""
+    return {"help": help, "choices": choices, "check": check}
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v: float) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _fraction(v: float) -> str | None:
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+@dataclass
+class ModelConfig:
+    """Which causal language model to train and how to load it."""
+
+    name: str = opt(
+        "tiny-random",
+        "Hugging Face id, local folder, or built-in name (`tiny-random`, `smollm2-135m-instruct`)",
+    )
+    revision: str | None = opt(None, "model revision (branch, tag or commit) on the Hub")
+    dtype: str = opt("float32", "weight dtype; float16 trains with a gradient scaler on GPU", choices=DTYPES)
+    gguf_file: str | None = opt(None, "GGUF file name inside `model.name` (a folder or Hub repo)")
+    trust_remote_code: bool = opt(False, "allow the model repository's own Python code")
+    gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
+    reference: str = opt(
+        "auto",
+        "reference policy: adapter-disabled base (`adapter`, LoRA only), "
+        "frozen `copy`, `cached` log-probs on disk, `none` (reference-free "
+        "losses); `auto` = adapter with LoRA, copy otherwise, none for AMoPO",
+        choices=REFERENCES,
+    )
+    seed: int = opt(0, "initialisation seed of the built-in `tiny-random` model")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters through peft (``enabled: false`` = full fine-tuning)."""
+
+    enabled: bool = opt(False, "train LoRA adapters instead of all weights")
+    r: int = opt(8, "LoRA rank", check=_positive)
+    alpha: float = opt(16.0, "LoRA scaling numerator (scale = alpha / r)", check=_positive)
+    dropout: float = opt(0.0, "dropout on the LoRA input", check=_fraction)
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        metadata=meta("module names to adapt (comma-separated on the command line; `all-linear` for all)"),
+    )
+    load_in_4bit: bool = opt(False, "QLoRA: quantise the frozen base to 4 bits (GPU, bitsandbytes)")
+
+
+@dataclass
+class DataConfig:
+    """Preference data: where it is and how it is tokenised."""
+
+    train: str = opt("", "training preference file (.jsonl/.json/.csv/.parquet) or dataset name")
+    eval: str | None = opt(None, "held-out preference file; default: split `eval_fraction` off train")
+    eval_fraction: float = opt(
+        0.1, "fraction of train rows held out when `eval` is not given", check=_fraction
+    )
+    max_eval_rows: int | None = opt(None, "cap on the number of held-out rows evaluated")
+    max_length: int = opt(512, "max tokens of prompt + response (longer rows are truncated)", check=_positive)
+    max_prompt_length: int = opt(
+        256, "max prompt tokens (prompts are truncated from the left)", check=_positive
+    )
+    chat_template: bool = opt(True, "format prompts with the tokenizer's chat template if it has one")
+
+
+@dataclass
+class ObjectiveConfig:
+    """One objective: its name in the data, its weight and its preference loss."""
+
+    name: str = opt(help="objective name, as in the data's `signs`/objective columns")
+    weight: float | None = opt(
+        None,
+        "user weight; the weights lie on the simplex (all unset = uniform)",
+        check=lambda v: _non_negative(v) if v is not None else None,
+    )
+    loss: str = opt("dpo", "per-objective preference loss", choices=LOSSES)
+    beta: float = opt(0.1, "inverse temperature β of the loss", check=_positive)
+
+
+@dataclass
+class MethodConfig:
+    """How the k per-objective gradients are combined (ALGORITHM.md §2)."""
+
+    name: str = opt(
+        "raco",
+        "aggregation method: raco (clipped CAGrad), cagrad, mgda, weighted_sum "
+        "(DPO-LW), amopo (static AMoPO loss, weighted sum)",
+        choices=METHODS,
+    )
+    c: float = opt(0.4, "CAGrad/RACO conflict radius c in [0, 1)", check=_fraction)
+    solve_per: str = opt(
+        "step",
+        "solve the dual once per optimizer `step` (Algorithm 1) or per "
+        "`micro_batch` summing directions (the authors' code)",
+        choices=("step", "micro_batch"),
+    )
+    fused: bool = opt(True, "one-backward per-objective gradients where supported (exact)")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, evaluation and checkpoint cadence."""
+
+    lr: float = opt(5e-6, "peak learning rate of AdamW", check=_positive)
+    weight_decay: float = opt(0.0, "AdamW weight decay", check=_non_negative)
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata=meta("AdamW betas"))
+    schedule: str = opt("cosine", "learning-rate schedule after warm-up", choices=SCHEDULES)
+    warmup_ratio: float = opt(0.1, "fraction of steps of linear warm-up", check=_fraction)
+    max_grad_norm: float | None = opt(1.0, "clip the update direction to this norm (null = off)")
+    epochs: float = opt(1.0, "passes over the training data (ignored when max_steps is set)", check=_positive)
+    max_steps: int | None = opt(None, "optimizer steps to run (overrides epochs)")
+    batch_size: int = opt(8, "preference pairs per micro-batch per process", check=_positive)
+    grad_accum: int = opt(1, "micro-batches per optimizer step", check=_positive)
+    seed: int = opt(0, "seed of data order, dropout and everything random")
+    eval_every: int = opt(
+        0, "evaluate on held-out data every N steps (0 = only at the end)", check=_non_negative
+    )
+    eval_batch_size: int = opt(16, "pairs per evaluation batch", check=_positive)
+    save_every: int = opt(0, "checkpoint every N steps (0 = only at the end)", check=_non_negative)
+    keep_last: int = opt(2, "checkpoints kept (older ones are deleted)", check=_positive)
+    max_consecutive_skips: int = opt(5, "stop after N consecutive non-finite steps", check=_positive)
+
+
+@dataclass
+class LogConfig:
+    """What the user sees: progress bar, JSONL metrics, trackers."""
+
+    every: int = opt(1, "write metrics every N steps", check=_positive)
+    log_with: list[str] = field(
+        default_factory=list, metadata=meta("accelerate trackers (`tensorboard`, `wandb`)")
+    )
+    project: str = opt("raco", "tracker project name")
+    progress: bool = opt(True, "show a progress bar")
+
+
+@dataclass
+class RunConfig:
+    """A whole training run."""
+
+    output_dir: str = opt("runs/raco", "run directory (never overwritten unless `overwrite`)")
+    overwrite: bool = opt(False, "allow replacing an existing run directory")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objectives: list[ObjectiveConfig] = field(
+        default_factory=list, metadata=meta("objectives (default: all of the data's, uniform)")
+    )
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def weights(self) -> list[float]:
+        """Objective weights in order (uniform when none was given)."""
+        given = [o.weight for o in self.objectives]
+        if all(w is None for w in given):
+            return [1.0 / len(given)] * len(given) if given else []
+        return [float(w) for w in given]
+
+
+# ----------------------------------------------------------------------------- introspection
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(tp))
+    return tp, False
+
+
+def leaf_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
+    """All settable ``(dotted_key, field, type)`` below ``cls`` (objectives as ``objectives.NAME.*``)."""
+    out = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            out += leaf_fields(tp, key + ".")
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            out += leaf_fields(typing.get_args(tp)[0], key + ".NAME.")
+        else:
+            out.append((key, f, tp))
+    return out
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    tails = [c.rsplit(".", 1)[-1] for c in candidates]
+    last = {t: c for t, c in zip(tails, candidates, strict=True) if tails.count(t) == 1}
+    tail = word.rsplit(".", 1)[-1]
+    match = [last[tail]] if tail in last else []  # `--lr` -> `train.lr`
+    match = match or difflib.get_close_matches(word, candidates, n=1, cutoff=0.5)
+    if not match:
+        hit = difflib.get_close_matches(tail, list(last), n=1, cutoff=0.75)
+        match = [last[hit[0]]] if hit else []
+    return f"; did you mean `{match[0]}`?" if match else ""
+
+
+# ----------------------------------------------------------------------------- coercion
+
+
+def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "1", "on"):
+            return True
+        if text in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not math.isfinite(out):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return out
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return str(value)
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML or command-line ``value`` to type ``tp`` or raise a ConfigError naming ``key``."""
+    tp, optional = _unwrap_optional(tp)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{key}: a value is required")
+    if typing.get_origin(tp) is list:
+        item = typing.get_args(tp)[0]
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    return _coerce_scalar(value, tp, key)
+
+
+def _check_field(f: dataclasses.Field, value: Any, key: str) -> None:
+    choices = f.metadata.get("choices") or ()
+    if choices and value not in choices:
+        hint = _suggest(str(value), list(choices))
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}{hint}")
+    check = f.metadata.get("check")
+    problem = check(value) if check and value is not None else None
+    if problem:
+        raise ConfigError(f"{key}: {value!r} {problem}")
+
+
+def build(cls: type, data: Any, prefix: str = "") -> Any:
+    """Instantiate dataclass ``cls`` from a nested mapping; unknown keys and bad values are errors."""
+    where = prefix.rstrip(".") or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            valid = [k for k, _, _ in leaf_fields(cls, prefix)] + [prefix + n for n in names]
+            raise ConfigError(f"unknown key `{prefix}{key}`{_suggest(prefix + str(key), valid)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key, tp = prefix + f.name, hints[f.name]
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key}: a value is required")
+            continue
+        kwargs[f.name] = _build_value(f, tp, data[f.name], key)
+    return cls(**kwargs)
+
+
+def _build_value(f: dataclasses.Field, tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key + ".")
+    if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of mappings, got {value!r}")
+        item = typing.get_args(tp)[0]
+        return [build(item, v, f"{key}.{_item_name(v, i)}.") for i, v in enumerate(value)]
+    out = coerce(value, tp, key)
+    _check_field(f, out, key)
+    return out
+
+
+def _item_name(item: Any, index: int) -> str:
+    return str(item.get("name", index)) if isinstance(item, dict) else str(index)
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def apply_override(tree: dict, key: str, value: Any) -> None:
+    """Set dotted ``key`` in the nested YAML ``tree``; ``objectives.NAME.FIELD`` finds/creates by name."""
+    valid = [k for k, _, _ in leaf_fields()]
+    parts = key.split(".")
+    if parts[0] == "objectives" and len(parts) == 3:
+        generic = f"objectives.NAME.{parts[2]}"
+        if generic not in valid:
+            raise ConfigError(f"unknown option `--{key}`{_suggest(generic, valid)}")
+        items = tree.setdefault("objectives", [])
+        if not isinstance(items, list):
+            raise ConfigError(f"objectives: expected a list of mappings, got {items!r}")
+        entry = next((o for o in items if isinstance(o, dict) and o.get("name") == parts[1]), None)
+        if entry is None:
+            entry = {"name": parts[1]}
+            items.append(entry)
+        entry[parts[2]] = value
+        return
+    if key not in valid:
+        raise ConfigError(f"unknown option `--{key}`{_suggest(key, valid)}")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{part}: expected a mapping in the YAML file")
+    node[parts[-1]] = value
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Cross-field checks that need more than one value (each field was checked when built)."""
+    names = [o.name for o in cfg.objectives]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"objectives: duplicate names in {names}")
+    given = [o.weight for o in cfg.objectives]
+    if any(w is None for w in given) and not all(w is None for w in given):
+        missing = [o.name for o in cfg.objectives if o.weight is None]
+        raise ConfigError(f"objectives.{missing[0]}.weight: give every objective a weight, or none")
+    if given and given[0] is not None and abs(sum(given) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"objectives.*.weight: weights {given} must lie on the simplex (sum to 1, got {sum(given):.6g})"
+        )
+    betas = cfg.train.adam_betas
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"train.adam_betas: expected two numbers in [0, 1), got {betas}")
+    if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
+        raise ConfigError(f"train.max_steps: {cfg.train.max_steps} must be > 0")
+    if cfg.model.reference == "adapter" and not cfg.lora.enabled:
+        raise ConfigError("model.reference: `adapter` needs lora.enabled: true; use `copy` or `cached`")
+    if cfg.lora.load_in_4bit and not cfg.lora.enabled:
+        raise ConfigError("lora.load_in_4bit: QLoRA needs lora.enabled: true")
+    if not cfg.data.train:
+        raise ConfigError("data.train: a training file or dataset name is required")
+    if cfg.data.max_prompt_length >= cfg.data.max_length:
+        raise ConfigError("data.max_prompt_length: must be smaller than data.max_length")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML ``path`` (optional), apply dotted ``overrides`` and return a validated RunConfig."""
+    tree: dict = {}
+    if path is not None:
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from err
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    for key, value in (overrides or {}).items():
+        apply_override(tree, key, value)
+    return validate(build(RunConfig, tree))
+
+
+def from_dict(tree: dict) -> RunConfig:
+    """A validated RunConfig from a nested mapping (the inverse of :func:`to_dict`)."""
+    return validate(build(RunConfig, tree))
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """Plain nested mapping of ``cfg`` (YAML/JSON serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    """Write ``cfg`` as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
