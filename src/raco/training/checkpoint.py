@@ -1,0 +1,174 @@
+"""Atomic, resumable checkpoints: weights, optimizer, scheduler, RNG states, data position, config.
+
+Layout of one checkpoint (``RUN_DIR/checkpoints/step-00000120/``)::
+
+    trainable.safetensors   trainable parameters by name (LoRA adapters, or every weight)
+    optimizer.pt            optimizer and scheduler state dicts (loaded with weights_only=True)
+    rng-<rank>.pt           torch (CPU and CUDA) generator states of each process
+    state.json              step, data position, skip counter, Python/NumPy RNG states
+    config.yaml             the resolved run configuration
+
+A checkpoint is built in a temporary sibling folder, every file is fsync'ed, and the folder is renamed
+into place: a crash leaves either the previous checkpoint or the new one, never a half-written one.
+Only the newest ``keep_last`` complete checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CHECKPOINTS = "checkpoints"
+_NAME = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoint_name(step: int) -> str:
+    """Folder name of the checkpoint taken after optimizer step ``step``."""
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of ``run_dir``, oldest first (temporary folders are ignored)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of ``run_dir``, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def python_rng_state() -> dict[str, Any]:
+    """Python and NumPy global RNG states as JSON-serialisable values."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+
+
+def set_python_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`python_rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def torch_rng_state() -> dict[str, Any]:
+    """This process's torch CPU (and CUDA) generator states."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_torch_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`torch_rng_state` returned."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies of the trainable parameters of ``model`` by name."""
+    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def write_checkpoint(
+    run_dir: Path,
+    step: int,
+    files: dict[str, Any],
+    keep_last: int,
+) -> Path:
+    """Atomically write checkpoint ``step`` from ``files`` and prune to the newest ``keep_last``.
+
+    ``files`` maps a file name to content: ``*.safetensors`` → tensor dict, ``*.pt`` → torch object,
+    ``*.json`` → JSON value, anything else → text. Call on the main process only.
+    """
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / checkpoint_name(step)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=root))
+    try:
+        for name, content in files.items():
+            _write_file(tmp / name, content)
+        _fsync_tree(tmp)
+        if target.exists():  # same step written again (e.g. the final save after a periodic one)
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        _fsync_dir(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _write_file(path: Path, content: Any) -> None:
+    if path.suffix == ".safetensors":
+        save_file(content, str(path))
+    elif path.suffix == ".pt":
+        torch.save(content, path)
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(content, indent=1))
+    else:
+        path.write_text(str(content))
+
+
+def read_checkpoint(folder: Path, rank: int = 0) -> dict[str, Any]:
+    """The contents of checkpoint ``folder`` for process ``rank`` (torch files loaded weights_only)."""
+    folder = Path(folder)
+    rng_file = folder / f"rng-{rank}.pt"
+    if not rng_file.exists():  # resumed with a different process count: rank 0's torch state
+        rng_file = folder / "rng-0.pt"
+    return {
+        "trainable": load_file(str(folder / "trainable.safetensors")),
+        "optim": torch.load(folder / "optimizer.pt", weights_only=True),
+        "torch_rng": torch.load(rng_file, weights_only=True),
+        "state": json.loads((folder / "state.json").read_text()),
+    }
+
+
+def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy saved trainable parameters into ``model``; names must match exactly."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing, extra = set(params) - set(tensors), set(tensors) - set(params)
+    if missing or extra:
+        raise RuntimeError(
+            f"checkpoint does not match the model: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
+        )
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(tensors[name].to(param.device, param.dtype))
