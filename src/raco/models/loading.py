@@ -39,7 +39,8 @@ def smollm2_model_dir() -> Path:
 
     def build(tmp: Path) -> None:
         gguf = smollm2_gguf_path()
-        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        folder, name = str(gguf.parent), gguf.name
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         # save_pretrained refuses GGUF-loaded models: copy into a clean model of the same class first.
         config_dict = loaded.config.to_dict()
         config_dict.pop("quantization_config", None)

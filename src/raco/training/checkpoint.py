@@ -167,7 +167,8 @@ def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     missing, extra = set(params) - set(tensors), set(tensors) - set(params)
     if missing or extra:
         raise RuntimeError(
-            f"checkpoint does not match the model: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
+            f"checkpoint does not match the model: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(extra)[:3]}"
         )
     with torch.no_grad():
         for name, param in params.items():
