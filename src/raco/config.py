@@ -103,8 +103,31 @@ class LoraConfig:
 class DataConfig:
     """Preference data: where it is and how it is tokenised."""
 
-    train: str = opt("", "training preference file (.jsonl/.json/.csv/.parquet) or dataset name")
-    eval: str | None = opt(None, "held-out preference file; default: split `eval_fraction` off train")
+    train: str = opt("", "training preference file (.jsonl/.json/.csv/.parquet/folder) or HF dataset name")
+    adapter: str = opt(
+        "auto",
+        "row schema: auto, pairwise, trl, or a built-in adapter (pku_saferlhf, raco_reddit, "
+        "ultrafeedback, helpsteer2, hh_rlhf)",
+    )
+    split: str = opt("train", "dataset split of `train` (HF datasets and folders)")
+    config_name: str | None = opt(None, "HF dataset configuration name")
+    revision: str | None = opt(None, "HF dataset revision")
+    columns: dict[str, str] = field(
+        default_factory=dict,
+        metadata=meta("role -> column (prompt, response_1, response_2, chosen, rejected)"),
+    )
+    labels: dict[str, str] = field(default_factory=dict, metadata=meta("objective -> label column"))
+    directions: dict[str, str] = field(
+        default_factory=dict, metadata=meta("objective -> higher|lower (lower flips the sign)")
+    )
+    options: dict[str, Any] = field(default_factory=dict, metadata=meta("adapter-specific options"))
+    on_invalid: str = opt(
+        "error", "invalid rows: `error` stops, `skip` counts and drops them", choices=("error", "skip")
+    )
+    eval: str | None = opt(
+        None, "held-out preference file/dataset (same schema); default: split `eval_fraction` off train"
+    )
+    eval_split: str | None = opt(None, "split of `eval` (or of `train` when `eval` is not given)")
     eval_fraction: float = opt(
         0.1, "fraction of train rows held out when `eval` is not given", check=_fraction
     )
@@ -128,6 +151,12 @@ class ObjectiveConfig:
     )
     loss: str = opt("dpo", "per-objective preference loss", choices=LOSSES)
     beta: float = opt(0.1, "inverse temperature β of the loss", check=_positive)
+    label_smoothing: float = opt(
+        0.0,
+        "conservative-DPO label smoothing ε in [0, 0.5)",
+        check=lambda v: None if 0 <= v < 0.5 else "must be in [0, 0.5)",
+    )
+    gamma: float = opt(0.0, "SimPO target margin γ", check=_non_negative)
 
 
 @dataclass
@@ -289,10 +318,21 @@ def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert a YAML or command-line ``value`` to type ``tp`` or raise a ConfigError naming ``key``."""
     tp, optional = _unwrap_optional(tp)
+    if tp is Any:
+        return value
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
         if optional:
             return None
         raise ConfigError(f"{key}: a value is required")
+    if typing.get_origin(tp) is dict:
+        if isinstance(value, str):  # command line: key=value,key=value
+            pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ConfigError(f"{key}: expected key=value[,key=value...], got {value!r}")
+            value = {k.strip(): v.strip() for k, v in pairs}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): coerce(v, typing.get_args(tp)[1], f"{key}.{k}") for k, v in value.items()}
     if typing.get_origin(tp) is list:
         item = typing.get_args(tp)[0]
         if isinstance(value, str):
