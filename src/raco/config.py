@@ -173,10 +173,15 @@ class MethodConfig:
     solve_per: str = opt(
         "step",
         "solve the dual once per optimizer `step` (Algorithm 1) or per "
-        "`micro_batch` summing directions (the authors' code)",
-        choices=("step", "micro_batch"),
+        "`microbatch` summing directions (the authors' code)",
+        choices=("step", "microbatch"),
     )
-    fused: bool = opt(True, "one-backward per-objective gradients where supported (exact)")
+    path: str = opt(
+        "auto",
+        "per-objective gradients: `fused` (one backward, exact; = auto), `plain` (k backward passes), "
+        "`scalarized` (one backward of the weighted loss; weighted_sum/amopo only, no Gram metrics)",
+        choices=("auto", "fused", "plain", "scalarized"),
+    )
 
 
 @dataclass
@@ -445,6 +450,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"train.max_steps: {cfg.train.max_steps} must be > 0")
     if cfg.model.reference == "adapter" and not cfg.lora.enabled:
         raise ConfigError("model.reference: `adapter` needs lora.enabled: true; use `copy` or `cached`")
+    if cfg.method.path == "scalarized" and cfg.method.name not in ("weighted_sum", "amopo"):
+        raise ConfigError("method.path: `scalarized` is exact only for weighted_sum and amopo")
     if cfg.lora.load_in_4bit and not cfg.lora.enabled:
         raise ConfigError("lora.load_in_4bit: QLoRA needs lora.enabled: true")
     if not cfg.data.train:
