@@ -1,0 +1,15 @@
+"""Per-objective gradients (fused one-backward and plain k-backward paths), Gram matrices,
+gradient accumulation and explicit distributed all-reduce."""
+
+from raco.gradients.capture import FusedCapture
+from raco.gradients.engine import GradientEngine, StepReport, pareto_measure, resolve_aggregator
+from raco.gradients.store import gram_matrix
+
+__all__ = [
+    "FusedCapture",
+    "GradientEngine",
+    "StepReport",
+    "gram_matrix",
+    "pareto_measure",
+    "resolve_aggregator",
+]

@@ -1,0 +1,205 @@
+"""Fused per-objective gradients from ONE backward pass (DESIGN.md, "Performance design").
+
+Every objective's loss is a function of the per-row sequence log-probs, so by the chain rule
+
+    g_i = Σ_r u_{i,r} ∇_θ log π(r),      u_{i,r} = ∂L_i / ∂ log π(r)   (known right after the forward).
+
+Rows do not interact inside the network, so one backward of Σ_r log π(r) gives, at every module, the
+output gradient δ_{r,t} = ∂ log π(r)/∂ out_{r,t} of each row's own log-prob. What each trainable
+parameter class gets:
+
+* ``nn.Linear`` weight (full fine-tuning, LoRA ``lora_A``/``lora_B``, an untied or tied LM head):
+  closed form G_i = Σ_{r,t} u_{i,r} δ_{r,t} x_{r,t}ᵀ from the captured input x — one batched matmul with a
+  k-sized batch dimension, the u-scaling applied to the smaller of (in, out) (LoRA's rank-r side).
+  Its bias: Σ_{r,t} u_{i,r} δ_{r,t}. Computed inside the backward hook, so x is released at once.
+* any other module owning trainable parameters directly (embeddings, RMSNorm/LayerNorm weights, ...):
+  an exact local vector-Jacobian product — the module is re-run on its captured (detached) inputs and
+  differentiated w.r.t. its own parameters with cotangent u_{i,r} δ_r, once per objective. These
+  modules are cheap (elementwise or a gather), and must be deterministic (no dropout inside them).
+
+During the fused forward/backward the trainable parameters are switched to ``requires_grad=False`` and
+the input embeddings' output is made to require grad instead, so autograd computes activation gradients
+only: the weight gradients of the single backward pass are never formed (they are the k products above).
+With non-reentrant gradient checkpointing, hooks ignore the recomputation forward that runs inside
+backward (the original forward's tensors are the ones differentiated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+ParamGrads = dict[int, Tensor]  # id(parameter) -> [k, *parameter.shape]
+
+
+def _in_backward() -> bool:
+    return torch._C._current_graph_task_id() != -1
+
+
+def _direct_trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters(recurse=False) if p.requires_grad]
+
+
+class _ParamSet:
+    """Membership by identity (``in`` on a list of tensors would compare values)."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self._ids = {id(p) for p in params}
+
+    def __contains__(self, p: object) -> bool:
+        return id(p) in self._ids
+
+
+@dataclass
+class _LocalRecord:
+    module: nn.Module
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    rows: Tensor
+    delta: Tensor | None = None
+
+
+@dataclass
+class FusedCapture:
+    """Hooks a model so that one backward of Σ_r log π(r) yields ``[k, *shape]`` gradients per parameter.
+
+    Use: ``with capture.recording(): forward``; then ``capture.set_row_weights(u)`` with ``u [k, R]``;
+    backward of ``logps.sum()``; then ``capture.collect()``.
+    """
+
+    model: nn.Module
+    head: nn.Module | None
+    input_embeddings: nn.Module
+    grads: ParamGrads = field(default_factory=dict)
+    _u: Tensor | None = None
+    _head_rows: Tensor | None = None
+    _n_rows: int = 0
+    _locals: list[_LocalRecord] = field(default_factory=list)
+    _frozen: list[nn.Parameter] = field(default_factory=list)
+    _frozen_set: _ParamSet = field(default_factory=lambda: _ParamSet([]))
+
+    def set_head_rows(self, rows: Tensor) -> None:
+        """Row index ``[N]`` of the flattened positions the LM head is about to project."""
+        self._head_rows = rows
+
+    def set_row_weights(self, u: Tensor) -> None:
+        """``u [k, R]``: u_{i,r} = ∂L_i/∂ log π(r); must be set before the backward pass."""
+        self._u = u.detach()
+
+    def _rows(self, module: nn.Module, lead: torch.Size, device: torch.device) -> Tensor:
+        """Row index ``[N]`` of each element of a module input's flattened leading dims."""
+        if module is self.head and self._head_rows is not None and len(lead) == 1:
+            return self._head_rows
+        if len(lead) >= 1 and lead[0] == self._n_rows:
+            per_row = int(torch.Size(lead[1:]).numel())
+            return torch.arange(self._n_rows, device=device).repeat_interleave(per_row)
+        raise RuntimeError(f"fused path: cannot map inputs {tuple(lead)} of {type(module).__name__} to rows")
+
+    def _add(self, param: nn.Parameter, grad: Tensor) -> None:
+        grad = grad.to(torch.float32)
+        if id(param) in self.grads:
+            self.grads[id(param)].add_(grad)
+        else:
+            self.grads[id(param)] = grad
+
+    def _linear_grads(self, module: nn.Linear, x: Tensor, rows: Tensor, delta: Tensor) -> None:
+        assert self._u is not None, "set_row_weights must be called before backward"
+        x2 = x.reshape(-1, x.shape[-1])
+        d2 = delta.reshape(-1, delta.shape[-1]).to(x2.dtype)
+        w = self._u[:, rows].to(x2.dtype)  # [k, N]
+        with torch.no_grad():
+            if module.weight in self._frozen_set:
+                if d2.shape[1] <= x2.shape[1]:  # scale the smaller side (LoRA: rank r)
+                    g = torch.matmul((w.unsqueeze(-1) * d2).transpose(1, 2), x2)
+                else:
+                    g = torch.matmul(d2.t(), w.unsqueeze(-1) * x2)
+                self._add(module.weight, g)
+            if module.bias is not None and module.bias in self._frozen_set:
+                self._add(module.bias, w @ d2)
+
+    def _on_linear_forward(self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
+        if _in_backward() or not output.requires_grad:
+            return
+        x = inputs[0].detach()
+        rows = self._rows(module, x.shape[:-1], x.device)
+        output.register_hook(lambda delta: self._linear_grads(module, x, rows, delta))
+
+    def _on_local_forward(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+    ) -> Any:
+        if module is self.input_embeddings and not output.requires_grad:
+            output = output.detach().requires_grad_(True)  # the graph's root when weights are frozen
+        if _in_backward():
+            return output
+        if not isinstance(output, Tensor):
+            raise NotImplementedError(f"fused path: {type(module).__name__} returns {type(output).__name__}")
+        detach = lambda v: v.detach() if isinstance(v, Tensor) else v  # noqa: E731
+        record = _LocalRecord(
+            module,
+            tuple(detach(a) for a in args),
+            {k: detach(v) for k, v in kwargs.items()},
+            self._rows(module, output.shape[:1], output.device),
+        )
+        self._locals.append(record)
+        output.register_hook(lambda delta: setattr(record, "delta", delta.detach()))
+        return output
+
+    def _hook_modules(self, trainable: set[int]) -> list[RemovableHandle]:
+        handles = []
+        for module in self.model.modules():
+            own = [p for p in module.parameters(recurse=False) if id(p) in trainable]
+            if isinstance(module, nn.Linear) and own:
+                handles.append(module.register_forward_hook(self._on_linear_forward))
+            elif own or module is self.input_embeddings:
+                handles.append(module.register_forward_hook(self._on_local_forward, with_kwargs=True))
+        return handles
+
+    @contextmanager
+    def recording(self, n_rows: int) -> Iterator[None]:
+        """Freeze trainable parameters and hook modules for one fused forward + backward."""
+        self._frozen = [p for p in self.model.parameters() if p.requires_grad]
+        self._frozen_set = _ParamSet(self._frozen)
+        self._n_rows, self._locals, self.grads, self._head_rows, self._u = n_rows, [], {}, None, None
+        handles = self._hook_modules({id(p) for p in self._frozen})
+        for p in self._frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            for p in self._frozen:
+                p.requires_grad_(True)
+
+    def collect(self) -> ParamGrads:
+        """After the backward and outside ``recording()``: local VJPs of the non-Linear modules.
+
+        Returns per-parameter ``[k, *shape]`` gradients (float32), keyed by ``id(parameter)``."""
+        assert self._u is not None
+        for record in self._locals:
+            params = [p for p in record.module.parameters(recurse=False) if p in self._frozen_set]
+            if params and record.delta is not None:
+                for p, g in zip(params, self._local_vjp(record, params), strict=True):
+                    self._add(p, g)
+        self._locals = []
+        return self.grads
+
+    def _local_vjp(self, record: _LocalRecord, params: list[nn.Parameter]) -> list[Tensor]:
+        """k gradients of ⟨u_i δ, module(x)⟩ w.r.t. the module's own parameters, stacked per parameter."""
+        assert self._u is not None and record.delta is not None
+        k = self._u.shape[0]
+        w = self._u[:, record.rows].to(record.delta.dtype)
+        w = w.reshape(w.shape + (1,) * (record.delta.dim() - 1))
+        with torch.enable_grad():
+            out = record.module(*record.args, **record.kwargs)
+            per_objective = [
+                torch.autograd.grad(out, params, record.delta * w[i], retain_graph=i < k - 1)
+                for i in range(k)
+            ]
+        return [torch.stack([g[j] for g in per_objective]) for j in range(len(params))]

@@ -1,0 +1,310 @@
+"""The gradient engine: k per-objective gradients → Gram matrix → aggregator → Σ a_i g_i in ``.grad``.
+
+One optimizer step (Algorithm 1, ALGORITHM.md §3)::
+
+    counts = engine.step_counts(micro_batches)          # N_i over the whole step (all ranks)
+    for mb in micro_batches:
+        engine.accumulate(mb, counts=counts)            # forward + backward(s); per-objective grads
+    report = engine.finish_step()                       # Gram, aggregation, writes .grad
+    optimizer.step(); optimizer.zero_grad(set_to_none=True)
+
+Losses are normalised by the global counts N_i, so 4 micro-batches of 2 pairs give exactly the
+per-objective gradients of 1 batch of 8 (and 2 ranks × 4 pairs those of 1 rank × 8).
+
+Paths (``path=``):
+  * ``"fused"`` (``"auto"``): one forward, ONE backward; per-objective gradients formed by hooks
+    (gradients/capture.py). Exact (tested equal to ``"plain"``).
+  * ``"plain"``: one forward, then one ``autograd.grad`` per objective — the correctness reference.
+  * ``"scalarized"``: one backward of Σ w_i L_i straight into ``.grad`` (weighted-sum methods only:
+    DPO-LW, AMoPO); no Gram matrix, so no Pareto measure is reported.
+
+Solving (``solve_per=``): ``"step"`` (default, Algorithm 1 as written) accumulates per-objective
+gradients over micro-batches (and ranks) and solves the dual once; ``"microbatch"`` (the authors' code)
+solves on each rank's micro-batch and sums the directions, which are then all-reduced.
+
+Distributed: pass the *unwrapped* model (or a DDP wrapper, whose ``.module`` is used, so DDP's own
+hooks never fire); per-objective gradients (or directions) are all-reduced explicitly over
+``torch.distributed`` (set up by accelerate or torchrun), so every rank writes the same ``.grad``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from raco.gradients import store as gstore
+from raco.gradients.capture import FusedCapture
+from raco.losses.logps import Batch, Reference, _causal_lm, reference_logps, response_logps
+from raco.losses.pairwise import (
+    ObjectiveSpec,
+    PairLogps,
+    count_nonzero_signs,
+    objective_losses,
+    objective_metrics,
+)
+
+PATHS = ("auto", "fused", "plain", "scalarized")
+Aggregator = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one optimizer step did. ``gram``/``grad_norms``/``cosines`` are None on the scalarized path;
+    with ``solve_per="microbatch"`` they describe the last micro-batch and ``coefficients`` is the mean."""
+
+    coefficients: Tensor
+    losses: Tensor
+    gram: Tensor | None = None
+    dual: Tensor | None = None
+    pareto_measure: float | None = None
+    grad_norms: Tensor | None = None
+    cosines: Tensor | None = None
+    clip_active: bool = False
+
+    def metrics(self, names: Sequence[str]) -> dict[str, float]:
+        """Flat scalars for logging."""
+        out: dict[str, float] = {}
+        for i, name in enumerate(names):
+            out[f"loss/{name}"] = float(self.losses[i])
+            out[f"coef/{name}"] = float(self.coefficients[i])
+            if self.grad_norms is not None:
+                out[f"grad_norm/{name}"] = float(self.grad_norms[i])
+        if self.pareto_measure is not None:
+            out["pareto_measure"] = self.pareto_measure
+        if self.cosines is not None and len(names) == 2:
+            out["grad_cosine"] = float(self.cosines[0, 1])
+        out["clip_active"] = float(self.clip_active)
+        return out
+
+
+def resolve_aggregator(method: str | Aggregator) -> Aggregator:
+    """``raco.aggregators.AGGREGATORS[method]`` or a callable ``f(gram, weights, **options)``."""
+    if callable(method):
+        return method
+    from raco.aggregators import AGGREGATORS
+
+    if method not in AGGREGATORS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(AGGREGATORS)}")
+    return AGGREGATORS[method]
+
+
+def pareto_measure(gram: Tensor) -> float | None:
+    """M = ‖Σ p*_i g_i‖ with p* the min-norm point of the hull (ALGORITHM.md §2); None if unavailable."""
+    try:
+        from raco.aggregators import min_norm
+    except ImportError:
+        return None
+    result = min_norm(gram)
+    if hasattr(result, "coefficients"):
+        a = result.coefficients.to(torch.float64)
+        return math.sqrt(max(float(a @ gram @ a), 0.0))
+    return float(result)
+
+
+def gram_summary(gram: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-objective gradient norms ‖g_i‖ and pairwise cosines from H."""
+    norms = gram.diagonal().clamp(min=0).sqrt()
+    denom = torch.outer(norms, norms).clamp(min=1e-300)
+    return norms, gram / denom
+
+
+class GradientEngine:
+    """Per-objective gradients of a policy, aggregated into one update (see module docstring).
+
+    Args:
+        model: the policy (HF causal LM, possibly peft-wrapped); its ``requires_grad`` params are trained.
+        objectives: one ``ObjectiveSpec`` per objective (loss type, β, ...), k = len(objectives).
+        weights: user weights w ∈ simplex, ``[k]``.
+        method: name in ``raco.aggregators.AGGREGATORS`` or ``f(gram, weights, **options) -> Aggregation``.
+        method_options: e.g. ``{"c": 0.4}`` for cagrad / raco.
+        path: "auto" (= "fused"), "fused", "plain" or "scalarized" (weighted_sum only).
+        solve_per: "step" or "microbatch".
+        reference: frozen reference model, callable ``batch -> logps [2B]``, or None (peft: adapters off).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objectives: Sequence[ObjectiveSpec],
+        weights: Sequence[float] | Tensor,
+        *,
+        method: str | Aggregator = "raco",
+        method_options: Mapping[str, Any] | None = None,
+        path: str = "auto",
+        solve_per: str = "step",
+        reference: Reference = None,
+    ) -> None:
+        self.objectives = tuple(objectives)
+        self.k = len(self.objectives)
+        self.weights = torch.as_tensor(weights, dtype=torch.float64).flatten()
+        if self.k == 0 or self.weights.shape != (self.k,):
+            raise ValueError(
+                f"need k ≥ 1 objectives and k weights; got {self.k} and {tuple(self.weights.shape)}"
+            )
+        if path not in PATHS or solve_per not in ("step", "microbatch"):
+            raise ValueError(f"path must be one of {PATHS} and solve_per 'step' or 'microbatch'")
+        if path == "scalarized" and method not in ("weighted_sum", "amopo"):
+            raise ValueError("path='scalarized' is exact only for weighted-sum aggregation (a = w)")
+        self.model, self.reference = model, reference
+        self.method, self.method_options = method, dict(method_options or {})
+        self.path = "fused" if path == "auto" else path
+        self.solve_per = solve_per
+        self.params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
+        causal_lm = _causal_lm(model)
+        self._capture = FusedCapture(
+            causal_lm, causal_lm.get_output_embeddings(), causal_lm.get_input_embeddings()
+        )
+        self._reset()
+
+    def _reset(self) -> None:
+        self._store: gstore.ParamGrads = {}
+        self._direction: gstore.ParamGrads = {}
+        self._losses = torch.zeros(self.k, dtype=torch.float64)
+        self._micro_coefficients: list[Tensor] = []
+        self._last: tuple[Tensor, Any] | None = None
+        self._started = False
+
+    @property
+    def needs_reference(self) -> bool:
+        return any(spec.needs_reference for spec in self.objectives)
+
+    def step_counts(self, batches: Sequence[Batch]) -> Tensor:
+        """N_i: non-zero signs per objective over this step's micro-batches, summed over all ranks."""
+        counts = sum(count_nonzero_signs(b["signs"]) for b in batches)
+        counts = torch.as_tensor(counts, dtype=torch.float64).clone()
+        gstore.all_reduce_sum([counts])
+        return counts
+
+    def accumulate(
+        self, batch: Batch, *, counts: Tensor, ref_logps: Tensor | None = None
+    ) -> dict[str, float]:
+        """Forward + backward(s) of one micro-batch; adds its per-objective gradients to the step.
+
+        ``counts``: global N_i from ``step_counts``; ``ref_logps [2B]``: cached reference log-probs
+        (computed here under no_grad from ``reference`` when None and a loss needs them)."""
+        if not self._started:
+            for p in self.params:
+                p.grad = None
+            self._started = True
+        if ref_logps is None and self.needs_reference:
+            ref_logps = reference_logps(self.reference, batch, policy=self.model)
+        signs, counts = batch["signs"], torch.as_tensor(counts)
+        run = {"fused": self._fused, "plain": self._plain, "scalarized": self._scalarized}[self.path]
+        pair, losses = run(batch, ref_logps, signs, counts)
+        self._losses += losses.detach().to(torch.float64).cpu()
+        if self.solve_per == "microbatch" and self.path != "scalarized":
+            self._solve_microbatch()
+        metrics = objective_metrics(pair, signs, self.objectives)
+        metrics.update({f"loss/{s.name}": float(v) for s, v in zip(self.objectives, losses, strict=True)})
+        return metrics
+
+    def _plain(
+        self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
+    ) -> tuple[PairLogps, Tensor]:
+        logps, lengths = response_logps(self.model, batch)
+        pair = PairLogps.from_rows(logps, lengths, ref)
+        losses = objective_losses(pair, signs, self.objectives, counts)
+        per_objective = [
+            torch.autograd.grad(losses[i], self.params, retain_graph=i < self.k - 1, allow_unused=True)
+            for i in range(self.k)
+        ]
+        stacked = {}
+        for j, p in enumerate(self.params):
+            if any(g[j] is not None for g in per_objective):
+                zero = torch.zeros_like(p)
+                stacked[id(p)] = torch.stack([zero if g[j] is None else g[j] for g in per_objective]).float()
+        gstore.accumulate_into(self._store, stacked)
+        return pair, losses.detach()
+
+    def _fused(
+        self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
+    ) -> tuple[PairLogps, Tensor]:
+        capture = self._capture
+        with capture.recording(n_rows=batch["input_ids"].shape[0]):
+            logps, lengths = response_logps(self.model, batch, on_head_rows=capture.set_head_rows)
+            leaf = logps.detach().requires_grad_(True)
+            pair = PairLogps.from_rows(leaf, lengths, ref)
+            with torch.enable_grad():
+                losses = objective_losses(pair, signs, self.objectives, counts)
+                u = torch.stack(
+                    [torch.autograd.grad(losses[i], leaf, retain_graph=True)[0] for i in range(self.k)]
+                )
+            capture.set_row_weights(u)
+            logps.backward(torch.ones_like(logps))
+        per_objective = capture.collect()
+        gstore.accumulate_into(self._store, per_objective)
+        return PairLogps.from_rows(logps.detach(), lengths, ref), losses.detach()
+
+    def _scalarized(
+        self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
+    ) -> tuple[PairLogps, Tensor]:
+        logps, lengths = response_logps(self.model, batch)
+        pair = PairLogps.from_rows(logps, lengths, ref)
+        losses = objective_losses(pair, signs, self.objectives, counts)
+        (self.weights.to(losses.dtype) @ losses).backward()
+        return pair, losses.detach()
+
+    def _aggregate(self, gram: Tensor) -> Any:
+        aggregator = resolve_aggregator(self.method)
+        return aggregator(gram, self.weights, **self.method_options)
+
+    def _solve_microbatch(self) -> None:
+        gstore.all_reduce_sum([])  # per-micro-batch solving is rank-local (as in the authors' code)
+        gram = gstore.gram_matrix(self._store, self.k)
+        aggregation = self._aggregate(gram)
+        gstore.add_direction(self._direction, self._store, aggregation.coefficients)
+        self._micro_coefficients.append(aggregation.coefficients.to(torch.float64))
+        self._last = (gram, aggregation)
+        self._store = {}
+
+    def finish_step(self) -> StepReport:
+        """Solve (or finish solving) the step, write Σ a_i g_i into ``.grad``, return the report."""
+        if self.path == "scalarized":
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+            gstore.all_reduce_sum(grads)
+            for p, g in zip(self.params, grads, strict=True):
+                p.grad = g
+            report = StepReport(coefficients=self.weights.clone(), losses=self._reduced_losses())
+        elif self.solve_per == "microbatch":
+            gstore.all_reduce_sum(list(self._direction.values()))
+            gstore.write_direction(self._direction, torch.ones(1), self.params)
+            assert self._last is not None, "finish_step called before accumulate"
+            report = self._report(*self._last, torch.stack(self._micro_coefficients).mean(dim=0))
+        else:
+            gstore.all_reduce_sum(list(self._store.values()))
+            gram = gstore.gram_matrix(self._store, self.k)
+            aggregation = self._aggregate(gram)
+            gstore.write_direction(self._store, aggregation.coefficients, self.params)
+            report = self._report(gram, aggregation, aggregation.coefficients.to(torch.float64))
+        self._reset()
+        return report
+
+    def _reduced_losses(self) -> Tensor:
+        losses = self._losses.clone()
+        gstore.all_reduce_sum([losses])
+        return losses
+
+    def _report(self, gram: Tensor, aggregation: Any, coefficients: Tensor) -> StepReport:
+        norms, cosines = gram_summary(gram)
+        dual = getattr(aggregation, "dual", None)
+        clip = (
+            self.method == "raco"
+            and dual is not None
+            and dual.shape == self.weights.shape
+            and bool((dual.to(torch.float64) > self.weights + 1e-12).any())
+        )
+        return StepReport(
+            coefficients=coefficients,
+            losses=self._reduced_losses(),
+            gram=gram,
+            dual=dual,
+            pareto_measure=pareto_measure(gram),
+            grad_norms=norms,
+            cosines=cosines,
+            clip_active=clip,
+        )

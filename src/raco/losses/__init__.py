@@ -1,0 +1,35 @@
+"""Per-objective preference losses (dpo, ipo, hinge, simpo, amopo) and sequence log-prob extraction."""
+
+from raco.losses.logps import reference_logps, response_logps, sequence_logps
+from raco.losses.pairwise import (
+    LOSSES,
+    REFERENCE_FREE,
+    ObjectiveSpec,
+    PairLogps,
+    amopo_loss,
+    count_nonzero_signs,
+    dpo_loss,
+    hinge_loss,
+    ipo_loss,
+    objective_losses,
+    objective_metrics,
+    simpo_loss,
+)
+
+__all__ = [
+    "LOSSES",
+    "REFERENCE_FREE",
+    "ObjectiveSpec",
+    "PairLogps",
+    "amopo_loss",
+    "count_nonzero_signs",
+    "dpo_loss",
+    "hinge_loss",
+    "ipo_loss",
+    "objective_losses",
+    "objective_metrics",
+    "reference_logps",
+    "response_logps",
+    "sequence_logps",
+    "simpo_loss",
+]
