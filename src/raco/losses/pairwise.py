@@ -128,7 +128,7 @@ def objective_losses(
     objectives: tuple[ObjectiveSpec, ...] | list[ObjectiveSpec],
     counts: Tensor,
 ) -> Tensor:
-    """``[k]`` losses L_i = Σ_{b: s_ib≠0} ℓ_i(b) / max(N_i, 1) for ``signs [B, k]`` and global ``counts [k]``."""
+    """``[k]`` losses L_i = Σ_{b: s_ib≠0} ℓ_i(b) / max(N_i, 1); ``signs [B, k]``, global ``counts [k]``."""
     losses = []
     for i, spec in enumerate(objectives):
         s = signs[:, i].to(pair.policy_1.dtype)
