@@ -1,0 +1,61 @@
+"""The ``raco`` command line: a thin dispatcher over one function per subcommand.
+
+Add a command by writing ``_add_<name>(subparsers)`` that registers its parser with
+``set_defaults(handler=...)``, and calling it from :func:`_build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from raco import __version__
+
+EXIT_BAD_INPUT = 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raco", description="Reward-free multi-objective preference alignment (RACO)."
+    )
+    parser.add_argument("--version", action="version", version=f"raco {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_data(subparsers)
+    return parser
+
+
+def _add_data(subparsers: argparse._SubParsersAction) -> None:
+    from raco.data.inspect import add_inspect_arguments, run_inspect
+
+    data = subparsers.add_parser("data", help="inspect preference data")
+    data_commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    inspect = data_commands.add_parser(
+        "inspect", help="rows, objectives, sign counts, conflict rates, skipped rows, examples"
+    )
+    add_inspect_arguments(inspect)
+    inspect.set_defaults(handler=run_inspect)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``raco`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Bad input (:class:`raco.data.DataError`) prints one paragraph to stderr and returns 2.
+    """
+    from raco.data.errors import DataError
+
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return int(handler(args))
+    except DataError as err:
+        print(f"raco: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Generic layouts: ``pairwise`` (prompt, response_1, response_2, sign columns) and TRL's
+preference formats (``prompt``/``chosen``/``rejected``, explicit or implicit prompt, text or chat).
+
+Sign columns are those named ``raco_s_<objective>``, or the ``labels`` mapping of the spec
+(objective -> column). A TRL dataset without sign columns has one objective (the single name in
+``spec.objectives`` or ``"preference"``) with sign +1 (chosen preferred) on every row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raco.data.collect import RowCollector
+from raco.data.errors import DataError, closest_name
+from raco.data.schema import PreferenceDataset
+from raco.data.sources import Records, get_field
+from raco.data.spec import DataSpec
+from raco.data.validate import check_messages, parse_sign
+
+SIGN_PREFIX = "raco_s_"
+ROLES = ("prompt", "response_1", "response_2", "chosen", "rejected")
+DEFAULT_OBJECTIVE = "preference"
+
+
+def column_names(records: Records, spec: DataSpec) -> dict[str, str]:
+    """Canonical role -> source column, after the spec's column mapping (which is checked)."""
+    for role, column in spec.columns.items():
+        if role not in ROLES:
+            raise DataError(
+                f"unknown role in column mapping; roles are {', '.join(ROLES)}",
+                field=f"columns.{role}",
+                suggestion=closest_name(role, ROLES),
+            )
+        records.require(column)
+    return {role: spec.columns.get(role, role) for role in ROLES}
+
+
+def label_columns(records: Records, spec: DataSpec) -> dict[str, str]:
+    """Objective -> label column: the spec's ``labels`` or every ``raco_s_<objective>`` column."""
+    if spec.labels:
+        records.require(*spec.labels.values())
+        return dict(spec.labels)
+    return {c[len(SIGN_PREFIX) :]: c for c in records.columns if c.startswith(SIGN_PREFIX)}
+
+
+def read_signs(row: dict[str, Any], labels: dict[str, str]) -> tuple[int, ...]:
+    """One sign per objective from the row's label columns."""
+    return tuple(parse_sign(get_field(row, column), column) for column in labels.values())
+
+
+def load_pairwise(records: Records, spec: DataSpec) -> PreferenceDataset:
+    """``prompt``, ``response_1``, ``response_2`` and sign columns (+1: response_1 preferred)."""
+    names = column_names(records, spec)
+    records.require(names["prompt"], names["response_1"], names["response_2"])
+    labels = label_columns(records, spec)
+    if not labels:
+        raise DataError(
+            f"no sign columns: add {SIGN_PREFIX}<objective> columns or a labels mapping",
+            file=records.name,
+            field=f"{SIGN_PREFIX}<objective>",
+        )
+    collector = RowCollector(records, tuple(labels), spec.on_invalid)
+    fields = (names["prompt"], names["response_1"], names["response_2"])
+    for number, row in records.numbered():
+        with collector.at(number):
+            values = [get_field(row, f) for f in fields]
+            collector.add(*values, read_signs(row, labels), fields=fields)
+    return collector.dataset()
+
+
+def load_trl(records: Records, spec: DataSpec) -> PreferenceDataset:
+    """TRL preference rows: chosen is response 1, rejected response 2; prompt explicit or implicit."""
+    names = column_names(records, spec)
+    records.require(names["chosen"], names["rejected"])
+    labels = label_columns(records, spec)
+    explicit = names["prompt"] in records.columns
+    if labels:
+        objectives = tuple(labels)
+    elif spec.objectives is not None and len(spec.objectives) == 1:
+        objectives = spec.objectives
+    else:
+        objectives = (DEFAULT_OBJECTIVE,)
+    collector = RowCollector(records, objectives, spec.on_invalid)
+    fields = (names["prompt"], names["chosen"], names["rejected"])
+    for number, row in records.numbered():
+        with collector.at(number):
+            chosen, rejected = get_field(row, fields[1]), get_field(row, fields[2])
+            if explicit:
+                prompt = get_field(row, fields[0])
+            else:
+                prompt, chosen, rejected = split_implicit_prompt(chosen, rejected, fields)
+            signs = read_signs(row, labels) if labels else (1,)
+            collector.add(prompt, chosen, rejected, signs, fields=fields)
+    return collector.dataset()
+
+
+def split_implicit_prompt(chosen: Any, rejected: Any, fields: tuple[str, str, str]) -> tuple[Any, Any, Any]:
+    """Split two full conversations at the end of their common start (TRL's implicit prompt).
+
+    Messages: the longest run of equal leading messages is the prompt. Text: the longest common
+    prefix, moved back to just after the last whitespace so no word is cut.
+    """
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        first, second = check_messages(chosen, fields[1]), check_messages(rejected, fields[2])
+        shared = 0
+        while shared < min(len(first), len(second)) and first[shared] == second[shared]:
+            shared += 1
+        return first[:shared], first[shared:], second[shared:]
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+            shared += 1
+        while shared > 0 and not chosen[shared - 1].isspace():
+            shared -= 1
+        return chosen[:shared], chosen[shared:], rejected[shared:]
+    raise DataError(
+        f"chosen and rejected must both be text or both be chat messages without a prompt column, got "
+        f"{type(chosen).__name__} and {type(rejected).__name__}",
+        field=fields[2],
+    )
