@@ -136,7 +136,6 @@ class DataConfig:
     max_prompt_length: int = opt(
         256, "max prompt tokens (prompts are truncated from the left)", check=_positive
     )
-    chat_template: bool = opt(True, "format prompts with the tokenizer's chat template if it has one")
 
 
 @dataclass
