@@ -1,0 +1,64 @@
+"""Held-out evaluation: per-objective loss and preference accuracy over every evaluation row.
+
+Preference accuracy of objective i = fraction of rows with s_i ≠ 0 whose implicit reward (β·(π − ρ),
+or β·π/n for reference-free losses) is higher for the response the objective prefers. The weighted
+accuracy is Σ_i w_i · accuracy_i.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from raco.losses import REFERENCE_FREE, ObjectiveSpec, PairLogps, objective_losses, response_logps
+
+Batch = dict[str, Tensor]
+
+
+def _rewards(pair: PairLogps, spec: ObjectiveSpec) -> tuple[Tensor, Tensor]:
+    if spec.loss in REFERENCE_FREE:
+        return pair.policy_1 / pair.length_1.clamp(min=1), pair.policy_2 / pair.length_2.clamp(min=1)
+    return pair.policy_1 - pair.ref_1, pair.policy_2 - pair.ref_2
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    objectives: Sequence[ObjectiveSpec],
+    weights: Sequence[float],
+    reference_fn: Callable[[Batch], Tensor] | None,
+) -> dict[str, float]:
+    """``eval/<objective>/loss``, ``eval/<objective>/rewards/accuracies`` and ``eval/weighted_accuracy``."""
+    k = len(objectives)
+    loss_sum, correct, counted = torch.zeros(k, dtype=torch.float64), torch.zeros(k), torch.zeros(k)
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            logps, lengths = response_logps(model, batch)
+            ref = reference_fn(batch) if reference_fn is not None else None
+            pair = PairLogps.from_rows(logps.float(), lengths, ref.float() if ref is not None else None)
+            signs = batch["signs"].to(logps.device)
+            ones = torch.ones(k, dtype=torch.float64, device=logps.device)
+            loss_sum += objective_losses(pair, signs, list(objectives), ones).double().cpu()
+            for i, spec in enumerate(objectives):
+                r1, r2 = _rewards(pair, spec)
+                s = signs[:, i]
+                keep = s != 0
+                correct[i] += ((s * (r1 - r2)) > 0)[keep].sum().cpu()
+                counted[i] += keep.sum().cpu()
+    finally:
+        model.train(was_training)
+    metrics: dict[str, float] = {}
+    weighted = 0.0
+    for i, spec in enumerate(objectives):
+        n = max(float(counted[i]), 1.0)
+        accuracy = float(correct[i]) / n
+        metrics[f"eval/{spec.name}/loss"] = float(loss_sum[i]) / n
+        metrics[f"eval/{spec.name}/rewards/accuracies"] = accuracy
+        weighted += float(weights[i]) * accuracy
+    metrics["eval/weighted_accuracy"] = weighted
+    return metrics

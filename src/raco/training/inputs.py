@@ -1,0 +1,186 @@
+"""Training inputs: load and split the preference data, check objectives, tokenise, order batches.
+
+Data order is a pure function of (seed, epoch): every epoch is a seeded permutation of the training
+rows cut into global micro-batches of ``batch_size × processes`` pairs (a short tail is dropped), and
+optimizer step ``s`` always reads micro-batches ``[j·accum, (j+1)·accum)`` of epoch ``s // steps``
+(``j = s mod steps``). So the data position of a checkpoint is its step, and a resumed run reads
+exactly the batches the uninterrupted run would have read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from raco.config import ConfigError, DataConfig, RunConfig
+from raco.data.collate import PairCollator
+from raco.data.load import load_preference_data
+from raco.data.schema import PreferenceDataset, reindexed
+from raco.data.spec import DataSpec
+from raco.data.tokenize import TokenizedPair, tokenize_dataset
+
+
+@dataclass
+class PreparedData:
+    """Tokenised train/eval pairs (``row_index`` = position in its list) and data statistics."""
+
+    objectives: tuple[str, ...]
+    train: list[TokenizedPair]
+    eval: list[TokenizedPair]
+    stats: dict = field(default_factory=dict)
+
+
+def data_spec(data: DataConfig, path: str | None = None, split: str | None = None) -> DataSpec:
+    """The data module's spec for the training (or the given evaluation) source."""
+    return DataSpec(
+        path_or_name=path or data.train,
+        adapter=data.adapter,
+        split=split or data.split,
+        config_name=data.config_name,
+        revision=data.revision,
+        columns=dict(data.columns),
+        labels=dict(data.labels),
+        directions=dict(data.directions),
+        options=dict(data.options),
+        on_invalid=data.on_invalid,
+    )
+
+
+def check_objectives(cfg: RunConfig, available: tuple[str, ...]) -> None:
+    """Config objectives must be exactly the data's; none given → all of them, uniform weights."""
+    if not cfg.objectives:
+        from raco.config import ObjectiveConfig
+
+        cfg.objectives = [ObjectiveConfig(name=name) for name in available]
+        return
+    names = [o.name for o in cfg.objectives]
+    for name in names:
+        if name not in available:
+            close = difflib.get_close_matches(name, available, n=1, cutoff=0.5)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            raise ConfigError(
+                f"objectives.{name}: not in the data, whose objectives are {list(available)}{hint}"
+            )
+    missing = [name for name in available if name not in names]
+    if missing:
+        raise ConfigError(
+            f"objectives: the data also has {missing}; list every objective of the data with a weight "
+            "(weight 0 to ignore one)"
+        )
+
+
+def _split_holdout(dataset: PreferenceDataset, fraction: float, seed: int) -> tuple[list, list]:
+    rows = list(dataset.rows)
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_eval = round(fraction * len(rows))
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def load_rows(cfg: RunConfig) -> tuple[tuple[str, ...], list, list, dict]:
+    """Train and eval rows (objectives ordered as in the config) and loading statistics."""
+    first = load_preference_data(data_spec(cfg.data))
+    check_objectives(cfg, first.objectives)
+    names = tuple(o.name for o in cfg.objectives)
+    train = load_preference_data(replace(data_spec(cfg.data), objectives=names))
+    if cfg.data.eval or cfg.data.eval_split:
+        evaluation = load_preference_data(
+            replace(data_spec(cfg.data, cfg.data.eval, cfg.data.eval_split), objectives=names)
+        )
+        train_rows, eval_rows = list(train.rows), list(evaluation.rows)
+        skipped = {"train": train.skipped, "eval": evaluation.skipped}
+    else:
+        train_rows, eval_rows = _split_holdout(train, cfg.data.eval_fraction, cfg.train.seed)
+        skipped = {"train": train.skipped}
+    if cfg.data.max_eval_rows is not None:
+        eval_rows = eval_rows[: cfg.data.max_eval_rows]
+    stats = {"source": train.source, "skipped": skipped}
+    return names, reindexed(train_rows), reindexed(eval_rows), stats
+
+
+def sign_counts(pairs: list[TokenizedPair], names: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """Per objective: how many rows prefer response 1 (+1), response 2 (-1), or neither (0)."""
+    out = {}
+    for i, name in enumerate(names):
+        signs = [p["signs"][i] for p in pairs]
+        out[name] = {"+1": signs.count(1), "-1": signs.count(-1), "0": signs.count(0)}
+    return out
+
+
+def prepare_data(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedData:
+    """Load, split and tokenise the run's data; objectives are checked against the config."""
+    names, train_rows, eval_rows, stats = load_rows(cfg)
+    train, train_cut = tokenize_dataset(
+        train_rows, tokenizer, cfg.data.max_length, cfg.data.max_prompt_length
+    )
+    evaluation, eval_cut = tokenize_dataset(
+        eval_rows, tokenizer, cfg.data.max_length, cfg.data.max_prompt_length
+    )
+    stats.update(
+        objectives=list(names),
+        train_rows=len(train),
+        eval_rows=len(evaluation),
+        train_signs=sign_counts(train, names),
+        truncation={"train": train_cut.as_dict(), "eval": eval_cut.as_dict()},
+    )
+    return PreparedData(names, train, evaluation, stats)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How optimizer steps map onto the data."""
+
+    micro_batch: int  # pairs per process per micro-batch
+    processes: int
+    accum: int
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def global_micro(self) -> int:
+        return self.micro_batch * self.processes
+
+
+def make_plan(cfg: RunConfig, n_rows: int, processes: int) -> StepPlan:
+    """Steps per epoch and in total; an error if not even one optimizer step fits in the data."""
+    t = cfg.train
+    micro_per_epoch = n_rows // (t.batch_size * processes)
+    steps_per_epoch = micro_per_epoch // t.grad_accum
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"train.batch_size: {n_rows} training rows are fewer than one optimizer step needs "
+            f"({t.batch_size} pairs x {t.grad_accum} accumulation x {processes} processes)"
+        )
+    total = t.max_steps if t.max_steps is not None else max(1, round(t.epochs * steps_per_epoch))
+    return StepPlan(t.batch_size, processes, t.grad_accum, steps_per_epoch, total)
+
+
+def epoch_order(n_rows: int, epoch: int, seed: int) -> list[int]:
+    """The seeded permutation of rows for ``epoch``."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n_rows, generator=generator).tolist()
+
+
+def step_micro_batches(
+    pairs: list[TokenizedPair], plan: StepPlan, step: int, seed: int, rank: int
+) -> list[list[TokenizedPair]]:
+    """This process's micro-batches (lists of pairs) for optimizer step ``step`` (0-based)."""
+    epoch, j = divmod(step, plan.steps_per_epoch)
+    order = epoch_order(len(pairs), epoch, seed)
+    out = []
+    for m in range(j * plan.accum, (j + 1) * plan.accum):
+        start = m * plan.global_micro + rank * plan.micro_batch
+        out.append([pairs[i] for i in order[start : start + plan.micro_batch]])
+    return out
+
+
+def eval_batches(pairs: list[TokenizedPair], collator: PairCollator, batch_size: int) -> Iterator[dict]:
+    """Collated evaluation batches in row order."""
+    for start in range(0, len(pairs), batch_size):
+        yield collator(pairs[start : start + batch_size])

@@ -1,0 +1,290 @@
+"""The training loop: setup → train → save, on accelerate (runs unchanged under ``accelerate launch``).
+
+One optimizer step::
+
+    micro-batches of step s (deterministic) → engine.accumulate(...) for each → engine.finish_step()
+    (Σ a_i g_i written into .grad) → clip to max_grad_norm → AdamW step → scheduler step
+
+A step whose loss or update is NaN/inf is skipped (no optimizer update, logged as ``skipped``); after
+``train.max_consecutive_skips`` in a row the run stops with a checkpoint. Ctrl-C and out-of-memory
+errors also leave a resumable checkpoint of the last completed step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from raco.config import ConfigError, RunConfig, from_dict, load_config
+from raco.training import checkpoint as ckpt
+from raco.training.evaluate import evaluate
+from raco.training.inputs import eval_batches, step_micro_batches
+from raco.training.metrics import METRICS_FILE, MetricsLog, summary_table, truncate_metrics
+from raco.training.session import CONFIG_FILE, Session, setup
+from raco.training.summary import save_final
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped early (non-finite steps, out of memory); a checkpoint was written."""
+
+
+@dataclass
+class TrainResult:
+    """Where a run's outputs are, and its final metrics."""
+
+    run_dir: Path
+    model_dir: Path
+    metrics_file: Path
+    summary_file: Path
+    checkpoint: Path | None
+    steps: int
+    final_metrics: dict[str, float]
+
+
+def _as_config(config: RunConfig | dict | str | Path, overrides: dict[str, Any] | None) -> RunConfig:
+    if isinstance(config, RunConfig):
+        if overrides:
+            raise ConfigError("give overrides with a YAML path or a mapping, not with a RunConfig")
+        return config
+    if isinstance(config, dict):
+        from raco.config import apply_override
+
+        tree = json.loads(json.dumps(config))  # deep copy
+        for key, value in (overrides or {}).items():
+            apply_override(tree, key, value)
+        return from_dict(tree)
+    return load_config(config, overrides)
+
+
+def train(
+    config: RunConfig | dict | str | Path,
+    overrides: dict[str, Any] | None = None,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train as ``raco train`` does: ``config`` is a RunConfig, a nested mapping or a YAML path.
+
+    ``overrides`` are dotted keys (``{"train.lr": 1e-5}``); ``on_step(step, metrics)`` is called after
+    every optimizer step. Returns the output paths and the final metrics.
+    """
+    session = setup(_as_config(config, overrides))
+    return run(session, on_step)
+
+
+def resume(run_dir: str | Path, on_step: StepCallback | None = None) -> TrainResult:
+    """Continue the run in ``run_dir`` from its newest checkpoint, exactly as if never interrupted."""
+    run_dir = Path(run_dir)
+    config_file = run_dir / CONFIG_FILE
+    if not config_file.is_file():
+        raise ConfigError(f"--resume: {run_dir} is not a raco run directory (no {CONFIG_FILE})")
+    cfg = from_dict(yaml.safe_load(config_file.read_text()))
+    cfg.output_dir = str(run_dir)
+    session = setup(cfg, resuming=True)
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is not None:
+        restore(session, latest)
+    return run(session, on_step)
+
+
+def restore(s: Session, folder: Path) -> None:
+    """Load weights, optimizer, scheduler, RNG states and position from checkpoint ``folder``."""
+    saved = ckpt.read_checkpoint(folder, s.accelerator.process_index)
+    ckpt.load_trainable(s.model, saved["trainable"])
+    s.optimizer.load_state_dict(saved["optim"]["optimizer"])
+    s.scheduler.load_state_dict(saved["optim"]["scheduler"])
+    ckpt.set_torch_rng_state(saved["torch_rng"])
+    state = saved["state"]
+    ckpt.set_python_rng_state(state["rng"])
+    s.step, s.skips_in_a_row, s.skipped_steps = state["step"], state["skips_in_a_row"], state["skipped_steps"]
+    if s.accelerator.is_main_process:
+        truncate_metrics(s.run_dir / METRICS_FILE, s.step)
+    s.accelerator.wait_for_everyone()
+
+
+def save_checkpoint(s: Session) -> Path | None:
+    """Write a checkpoint of the current step (main process), keeping the newest ``keep_last``."""
+    s.accelerator.wait_for_everyone()
+    path = None
+    if s.accelerator.is_main_process:
+        state = {
+            "step": s.step,
+            "skips_in_a_row": s.skips_in_a_row,
+            "skipped_steps": s.skipped_steps,
+            "rng": ckpt.python_rng_state(),
+            "processes": s.accelerator.num_processes,
+        }
+        files = {
+            "trainable.safetensors": ckpt.trainable_state(s.model),
+            "optimizer.pt": {"optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict()},
+            "rng-0.pt": ckpt.torch_rng_state(),
+            "state.json": state,
+            CONFIG_FILE: (s.run_dir / CONFIG_FILE).read_text(),
+        }
+        path = ckpt.write_checkpoint(s.run_dir, s.step, files, s.cfg.train.keep_last)
+    s.accelerator.wait_for_everyone()
+    return path
+
+
+def _step_metrics(s: Session, report, micro_metrics: list[dict], grad_norm: float) -> dict[str, float]:
+    names = [spec.name for spec in s.specs]
+    metrics = report.metrics(names)
+    for key in {k for m in micro_metrics for k in m if not k.startswith("loss/")}:
+        values = [m[key] for m in micro_metrics if key in m]
+        metrics[key] = sum(values) / len(values)
+    if report.dual is not None:
+        metrics.update({f"dual/{n}": float(v) for n, v in zip(names, report.dual, strict=True)})
+    if report.cosines is not None and len(names) > 2:
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                metrics[f"grad_cosine/{names[i]}/{names[j]}"] = float(report.cosines[i, j])
+    metrics["grad_norm"] = grad_norm
+    metrics["lr"] = s.scheduler.get_last_lr()[0]
+    return metrics
+
+
+def train_step(s: Session) -> dict[str, float]:
+    """One optimizer step on the deterministic micro-batches of step ``s.step``."""
+    started = time.perf_counter()
+    pairs = step_micro_batches(s.data.train, s.plan, s.step, s.cfg.train.seed, s.accelerator.process_index)
+    batches = [s.to_device(s.collator(mb)) for mb in pairs]
+    counts = s.engine.step_counts(batches)
+    micro_metrics = []
+    for batch in batches:
+        ref = s.train_reference(batch) if s.train_reference is not None else None
+        micro_metrics.append(s.engine.accumulate(batch, counts=counts, ref_logps=ref))
+    report = s.engine.finish_step()
+    max_norm = s.cfg.train.max_grad_norm if s.cfg.train.max_grad_norm is not None else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(s.params, max_norm))
+    finite = math.isfinite(grad_norm) and bool(torch.isfinite(report.losses).all())
+    if finite:
+        s.optimizer.step()
+        s.skips_in_a_row = 0
+    else:
+        s.skips_in_a_row += 1
+        s.skipped_steps += 1
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    metrics = _step_metrics(s, report, micro_metrics, grad_norm)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches) * s.accelerator.num_processes
+    metrics["tokens_per_second"] = tokens / max(time.perf_counter() - started, 1e-9)
+    metrics["skipped"] = float(not finite)
+    return metrics
+
+
+def run_evaluation(s: Session) -> dict[str, float]:
+    """Held-out metrics (empty when there is no evaluation data)."""
+    if not s.data.eval:
+        return {}
+    batches = (s.to_device(b) for b in eval_batches(s.data.eval, s.collator, s.cfg.train.eval_batch_size))
+    return evaluate(s.model, batches, s.specs, s.cfg.weights, s.eval_reference)
+
+
+class _Interrupt:
+    """First Ctrl-C: finish the step, checkpoint, stop. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self.previous = None
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _due(step: int, every: int, total: int) -> bool:
+    return step == total or (every > 0 and step % every == 0)
+
+
+def _loop(s: Session, log: MetricsLog, on_step: StepCallback | None) -> dict[str, float]:
+    cfg = s.cfg
+    last: dict[str, float] = {}
+    with _Interrupt() as interrupt:
+        while s.step < s.plan.total_steps:
+            try:
+                metrics = train_step(s)
+            except torch.OutOfMemoryError as err:
+                path = save_checkpoint(s)
+                raise TrainingStopped(
+                    f"out of memory at step {s.step + 1}; resumable checkpoint {path}; "
+                    "try a smaller train.batch_size or model.gradient_checkpointing"
+                ) from err
+            s.step += 1
+            if s.step < s.plan.total_steps and _due(s.step, cfg.train.eval_every, 0):
+                metrics.update(run_evaluation(s))
+            if _due(s.step, cfg.log.every, s.plan.total_steps) or any(k.startswith("eval/") for k in metrics):
+                log.log(s.step, metrics)
+            log.advance(s.step, metrics)
+            last.update(metrics)
+            if on_step is not None:
+                on_step(s.step, metrics)
+            if s.skips_in_a_row >= cfg.train.max_consecutive_skips:
+                path = save_checkpoint(s)
+                raise TrainingStopped(
+                    f"{s.skips_in_a_row} consecutive steps had a non-finite loss or "
+                    f"gradient (last: step {s.step}); checkpoint {path}. Lower train.lr "
+                    "or check the data"
+                )
+            if s.step < s.plan.total_steps and _due(s.step, cfg.train.save_every, 0):
+                save_checkpoint(s)
+            if interrupt.hit:
+                path = save_checkpoint(s)
+                raise KeyboardInterrupt(f"interrupted after step {s.step}; checkpoint {path}")
+    return last
+
+
+def run(s: Session, on_step: StepCallback | None = None) -> TrainResult:
+    """Train from ``s.step`` to the end, evaluate, save the model and the summary."""
+    log = MetricsLog(
+        s.run_dir,
+        s.accelerator,
+        s.plan.total_steps,
+        s.step,
+        s.cfg.log.progress,
+        tuple(spec.name for spec in s.specs),
+    )
+    started = time.time()
+    try:
+        last = _loop(s, log, on_step)
+        final_eval = run_evaluation(s)
+        if final_eval:
+            log.log(s.step, final_eval)
+        last.update(final_eval)
+    finally:
+        log.close()
+    path = save_checkpoint(s)
+    result = save_final(s, last, time.time() - started)
+    if s.accelerator.is_main_process:
+        print(
+            f"raco train: {s.step} steps, run directory {s.run_dir}\n"
+            + summary_table(last, result["objectives"])
+        )
+    return TrainResult(
+        run_dir=s.run_dir,
+        model_dir=Path(result["model_dir"]),
+        metrics_file=s.run_dir / METRICS_FILE,
+        summary_file=s.run_dir / "summary.json",
+        checkpoint=path,
+        steps=s.step,
+        final_metrics=last,
+    )

@@ -1,0 +1,234 @@
+"""Setup of a training run: run directory, accelerator, data, model, reference, engine, optimizer.
+
+Everything that can be wrong with the configuration or the data is checked here before the model is
+loaded (the config itself was validated when it was built).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from transformers import PreTrainedTokenizerBase, get_scheduler
+
+from raco.config import ConfigError, RunConfig, save_config, to_dict
+from raco.data.collate import PairCollator
+from raco.gradients import GradientEngine
+from raco.losses import ObjectiveSpec, reference_logps
+from raco.models.loading import apply_lora, enable_gradient_checkpointing, load_base_model, load_tokenizer
+from raco.models.reference import (
+    cached_reference,
+    compute_reference_table,
+    frozen_copy,
+    pairs_fingerprint,
+    resolve_reference_kind,
+    weights_fingerprint,
+)
+from raco.training.inputs import PreparedData, StepPlan, eval_batches, make_plan, prepare_data
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class Session:
+    """Everything a run needs between setup and save."""
+
+    cfg: RunConfig
+    run_dir: Path
+    accelerator: Accelerator
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    data: PreparedData
+    plan: StepPlan
+    specs: list[ObjectiveSpec]
+    engine: GradientEngine
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    collator: PairCollator
+    reference_kind: str
+    train_reference: Any = None  # callable batch -> [2B] when the reference is cached
+    eval_reference: Any = None  # callable batch -> [2B] for evaluation (None: reference-free)
+    step: int = 0
+    skips_in_a_row: int = 0
+    skipped_steps: int = 0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.accelerator.device) for k, v in batch.items()}
+
+
+def objective_specs(cfg: RunConfig) -> list[ObjectiveSpec]:
+    """Engine objective specs; the ``amopo`` method uses AMoPO's loss for every objective."""
+    specs = []
+    for o in cfg.objectives:
+        loss = "amopo" if cfg.method.name == "amopo" else o.loss
+        specs.append(ObjectiveSpec(o.name, loss, o.beta, label_smoothing=o.label_smoothing, gamma=o.gamma))
+    return specs
+
+
+def prepare_run_dir(cfg: RunConfig, accelerator: Accelerator, resuming: bool) -> Path:
+    """The run directory; an existing one is an error unless resuming or ``overwrite`` is set."""
+    run_dir = Path(cfg.output_dir)
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if exists and not resuming and not cfg.overwrite:
+        raise ConfigError(
+            f"output_dir: {run_dir} already exists; continue it with `raco train --resume {run_dir}`, "
+            "choose another output_dir, or set overwrite: true"
+        )
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if exists and not resuming:
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            save_config(cfg, run_dir / CONFIG_FILE)
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
+def make_accelerator(cfg: RunConfig) -> Accelerator:
+    """An accelerator (CPU when no GPU); trackers only when asked."""
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        log_with=list(cfg.log.log_with) or None,
+        project_dir=cfg.output_dir,
+    )
+
+
+def _optimizer_and_scheduler(cfg: RunConfig, params: list[nn.Parameter], total: int) -> tuple[Any, Any]:
+    t = cfg.train
+    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
+    name = "constant_with_warmup" if t.schedule == "constant" else t.schedule
+    scheduler = get_scheduler(
+        name, optimizer, num_warmup_steps=int(t.warmup_ratio * total), num_training_steps=total
+    )
+    return optimizer, scheduler
+
+
+def _load_model(cfg: RunConfig, tokenizer, kind: str) -> tuple[nn.Module, nn.Module | None]:
+    """The policy and, for ``copy``, the frozen reference copy of its initial weights."""
+    model = load_base_model(cfg.model, cfg.lora, len(tokenizer))
+    reference = frozen_copy(model) if kind == "copy" else None
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora)
+    if cfg.model.gradient_checkpointing:
+        enable_gradient_checkpointing(model, cfg.lora.enabled)
+    model.train()
+    return model, reference
+
+
+def _cached_tables(s: Session, base_fingerprint: str) -> None:
+    """Reference log-probs of train and eval rows from the on-disk cache (computed once)."""
+    policy = s.model
+    frozen = None if s.cfg.lora.enabled else policy  # LoRA: adapters disabled; full: initial weights
+
+    def table(pairs: list, part: str):
+        key = {
+            "model": s.cfg.model.name,
+            "revision": s.cfg.model.revision,
+            "dtype": s.cfg.model.dtype,
+            "gguf": s.cfg.model.gguf_file,
+            "weights": base_fingerprint,
+            "pairs": pairs_fingerprint(pairs),
+            "max_length": s.cfg.data.max_length,
+            "max_prompt_length": s.cfg.data.max_prompt_length,
+            "tokenizer": [type(s.tokenizer).__name__, len(s.tokenizer)],
+            "part": part,
+        }
+
+        def compute():
+            def batches() -> list[dict]:
+                size = s.cfg.train.eval_batch_size
+                return [s.to_device(b) for b in eval_batches(pairs, s.collator, size)]
+
+            policy.eval()
+            try:
+                return compute_reference_table(policy, frozen, batches, len(pairs))
+            finally:
+                policy.train()
+
+        return cached_reference(key, compute)
+
+    with s.accelerator.main_process_first():
+        s.train_reference = table(s.data.train, "train")
+        s.eval_reference = table(s.data.eval, "eval") if s.data.eval else None
+
+
+def setup(cfg: RunConfig, resuming: bool = False) -> Session:
+    """Build a run from a validated config (the checkpoint, if resuming, is restored by the caller)."""
+    accelerator = make_accelerator(cfg)
+    run_dir = prepare_run_dir(cfg, accelerator, resuming)
+    set_seed(cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg, tokenizer)  # checks objectives against the data: before the model loads
+    plan = make_plan(cfg, len(data.train), accelerator.num_processes)
+    specs = objective_specs(cfg)
+    needs_reference = any(spec.needs_reference for spec in specs)
+    try:
+        kind = resolve_reference_kind(cfg.model.reference, cfg.lora.enabled, needs_reference)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    model, ref_model = _load_model(cfg, tokenizer, kind)
+    fingerprint = weights_fingerprint(model) if kind == "cached" else ""
+    model.to(accelerator.device)
+    if ref_model is not None:
+        ref_model.to(accelerator.device)
+    aggregator = "weighted_sum" if cfg.method.name == "amopo" else cfg.method.name
+    options = {"c": cfg.method.c} if aggregator in ("raco", "cagrad") else {}
+    engine = GradientEngine(
+        model,
+        specs,
+        cfg.weights,
+        method=aggregator,
+        method_options=options,
+        path=cfg.method.path,
+        solve_per=cfg.method.solve_per,
+        reference=ref_model,
+    )
+    optimizer, scheduler = _optimizer_and_scheduler(
+        cfg, [p for p in model.parameters() if p.requires_grad], plan.total_steps
+    )
+    session = Session(
+        cfg,
+        run_dir,
+        accelerator,
+        model,
+        tokenizer,
+        data,
+        plan,
+        specs,
+        engine,
+        optimizer,
+        scheduler,
+        PairCollator(tokenizer.pad_token_id),
+        kind,
+    )
+    if kind == "cached":
+        _cached_tables(session, fingerprint)
+    elif kind == "copy":
+        session.eval_reference = lambda batch: reference_logps(ref_model, batch)
+    elif kind == "adapter":
+        session.eval_reference = lambda batch: reference_logps(None, batch, policy=model)
+    if accelerator.is_main_process and cfg.log.log_with:
+        accelerator.init_trackers(cfg.log.project, config=_flat(to_dict(cfg)))
+    return session
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value if isinstance(value, int | float | str | bool) else str(value)
+    return out

@@ -1,0 +1,67 @@
+"""The end of a run: the model (or LoRA adapter) in Hugging Face format, and ``summary.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from raco.config import to_dict
+
+MODEL_DIR = "model"
+SUMMARY_FILE = "summary.json"
+PACKAGES = ("raco-align", "torch", "transformers", "peft", "accelerate", "datasets", "safetensors")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages a run depends on."""
+    out = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def save_model(session, folder: Path) -> None:
+    """``save_pretrained`` (safetensors) of the policy or its adapter, plus the tokenizer."""
+    model = session.accelerator.unwrap_model(session.model)
+    model.save_pretrained(folder, safe_serialization=True)
+    session.tokenizer.save_pretrained(folder)
+
+
+def _finite(value: Any) -> Any:
+    return value if not isinstance(value, float) or math.isfinite(value) else str(value)
+
+
+def save_final(session, final_metrics: dict[str, float], wall_seconds: float) -> dict[str, Any]:
+    """Write the model and ``summary.json`` (main process); returns the summary."""
+    run_dir = session.run_dir
+    summary = {
+        "run_dir": str(run_dir),
+        "model_dir": str(run_dir / MODEL_DIR),
+        "objectives": [spec.name for spec in session.specs],
+        "weights": session.cfg.weights,
+        "method": session.cfg.method.name,
+        "reference": session.reference_kind,
+        "steps": session.step,
+        "total_steps": session.plan.total_steps,
+        "skipped_steps": session.skipped_steps,
+        "processes": session.accelerator.num_processes,
+        "wall_seconds": round(wall_seconds, 2),
+        "trainable_parameters": sum(p.numel() for p in session.params),
+        "data": session.data.stats,
+        "final_metrics": {k: _finite(v) for k, v in final_metrics.items()},
+        "versions": versions(),
+        "config": to_dict(session.cfg),
+    }
+    session.accelerator.wait_for_everyone()
+    if session.accelerator.is_main_process:
+        save_model(session, run_dir / MODEL_DIR)
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str))
+    session.accelerator.wait_for_everyone()
+    return summary
