@@ -11,6 +11,9 @@ import json
 from itertools import combinations
 from typing import Any
 
+import datasets
+
+from raco.data.errors import DataError
 from raco.data.load import load_preference_data
 from raco.data.schema import PreferenceDataset, PreferenceRow
 from raco.data.spec import DataSpec
@@ -87,6 +90,28 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="dataset data_dir (e.g. helpful-base)")
     parser.add_argument("--revision", default=None, help="dataset revision")
     parser.add_argument("--objectives", default=None, help="comma-separated objectives to keep")
+    parser.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="ROLE=COLUMN",
+        help="column mapping, e.g. prompt=question (roles: prompt, response_1, response_2, "
+        "chosen, rejected); repeatable",
+    )
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="OBJECTIVE=COLUMN",
+        help="label column of an objective, e.g. helpful=label_help; repeatable",
+    )
+    parser.add_argument(
+        "--lower",
+        action="append",
+        default=[],
+        metavar="OBJECTIVE",
+        help="prefer lower scores / flip the labels of this objective; repeatable",
+    )
     parser.add_argument("--skip-invalid", action="store_true", help="count invalid rows instead of failing")
     parser.add_argument("--examples", type=int, default=3, help="example rows to print (default 3)")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
@@ -101,9 +126,13 @@ def run_inspect(args: argparse.Namespace) -> int:
         config_name=args.config_name,
         data_dir=args.data_dir,
         revision=args.revision,
+        columns=_pairs(args.column, "--column"),
+        labels=_pairs(args.label, "--label"),
         objectives=tuple(args.objectives.split(",")) if args.objectives else None,
+        directions=dict.fromkeys(args.lower, "lower"),
         on_invalid="skip" if args.skip_invalid else "error",
     )
+    datasets.disable_progress_bars()
     dataset = load_preference_data(spec)
     stats = dataset_stats(dataset)
     if args.json:
@@ -111,3 +140,14 @@ def run_inspect(args: argparse.Namespace) -> int:
     else:
         print(format_stats(stats, dataset.rows[: max(args.examples, 0)], dataset.source))
     return 0
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    """``["a=b", ...]`` -> ``{"a": "b"}``; a malformed item is a :class:`DataError`."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise DataError(f"expected NAME=COLUMN, got {item!r}", field=flag)
+        pairs[key] = value
+    return pairs

@@ -73,7 +73,6 @@ def load_trl(records: Records, spec: DataSpec) -> PreferenceDataset:
     names = column_names(records, spec)
     records.require(names["chosen"], names["rejected"])
     labels = label_columns(records, spec)
-    explicit = names["prompt"] in records.columns
     if labels:
         objectives = tuple(labels)
     elif spec.objectives is not None and len(spec.objectives) == 1:
@@ -85,8 +84,8 @@ def load_trl(records: Records, spec: DataSpec) -> PreferenceDataset:
     for number, row in records.numbered():
         with collector.at(number):
             chosen, rejected = get_field(row, fields[1]), get_field(row, fields[2])
-            if explicit:
-                prompt = get_field(row, fields[0])
+            if row.get(fields[0]) is not None:
+                prompt = row[fields[0]]
             else:
                 prompt, chosen, rejected = split_implicit_prompt(chosen, rejected, fields)
             signs = read_signs(row, labels) if labels else (1,)
