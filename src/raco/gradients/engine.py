@@ -88,6 +88,8 @@ def resolve_aggregator(method: str | Aggregator) -> Aggregator:
         return method
     from raco.aggregators import AGGREGATORS
 
+    if method == "amopo":  # AMoPO = weighted sum of per-objective amopo losses (losses/pairwise.py)
+        method = "weighted_sum"
     if method not in AGGREGATORS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(AGGREGATORS)}")
     return AGGREGATORS[method]
@@ -292,12 +294,7 @@ class GradientEngine:
     def _report(self, gram: Tensor, aggregation: Any, coefficients: Tensor) -> StepReport:
         norms, cosines = gram_summary(gram)
         dual = getattr(aggregation, "dual", None)
-        clip = (
-            self.method == "raco"
-            and dual is not None
-            and dual.shape == self.weights.shape
-            and bool((dual.to(torch.float64) > self.weights + 1e-12).any())
-        )
+        clip = bool(getattr(aggregation, "clip_active", False))
         return StepReport(
             coefficients=coefficients,
             losses=self._reduced_losses(),
