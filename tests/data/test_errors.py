@@ -1,0 +1,162 @@
+"""Bad input: clear errors naming file, row/line and field (with a suggestion), or counted skips."""
+
+from __future__ import annotations
+
+import pytest
+
+from raco.data import DataError, DataSpec, load_preference_data
+
+PKU_ROW = {
+    "prompt": "q",
+    "response_0": "a",
+    "response_1": "b",
+    "better_response_id": 0,
+    "safer_response_id": 1,
+}
+
+
+def load(path, **kwargs):
+    return load_preference_data(DataSpec(str(path), **kwargs))
+
+
+def error_of(path, **kwargs) -> DataError:
+    with pytest.raises(DataError) as info:
+        load(path, **kwargs)
+    return info.value
+
+
+def test_misspelled_column_suggests_the_closest(write_jsonl):
+    path = write_jsonl([{k.replace("safer", "safe"): v for k, v in PKU_ROW.items()}])
+    err = error_of(path, adapter="pku_saferlhf")
+    assert (err.file, err.field, err.suggestion) == (str(path), "safer_response_id", "safe_response_id")
+    assert "did you mean 'safe_response_id'?" in str(err)
+
+
+def test_case_mismatch_is_suggested(write_jsonl):
+    path = write_jsonl(
+        [{"prompt": "p", "Summary_A": "x", "Summary_B": "y", "quality": "A", "Verbosity": "B"}]
+    )
+    err = error_of(path)
+    assert err.field == "Quality" and err.suggestion == "quality"
+
+
+def test_column_missing_from_one_row(write_jsonl):
+    bad = dict(PKU_ROW)
+    del bad["response_1"]
+    path = write_jsonl([PKU_ROW, {"response_1x": "b", **bad}])
+    err = error_of(path)
+    assert (err.row, err.field, err.suggestion) == (2, "response_1", "response_1x")
+    assert f"{path}, line 2, field 'response_1'" in str(err)
+
+
+def test_wrong_type_is_named(write_jsonl):
+    path = write_jsonl([PKU_ROW, PKU_ROW, PKU_ROW | {"response_0": 42}])
+    err = error_of(path)
+    assert str(err) == (
+        f"{path}, line 3, field 'response_0': has type int; expected text or a list of chat messages"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "needle"),
+    [
+        ({"better_response_id": 2}, "better_response_id", "must be 0 or 1"),
+        ({"safer_response_id": "1"}, "safer_response_id", "must be 0 or 1"),
+        ({"response_1": ""}, "response_1", "is empty"),
+        ({"response_1": "a"}, "response_1", "identical"),
+        ({"prompt": None}, "prompt", "missing"),
+        ({"is_response_0_safe": "yes"}, "is_response_0_safe", "true or false"),
+    ],
+)
+def test_invalid_values(write_jsonl, change, field, needle):
+    path = write_jsonl([PKU_ROW | {"is_response_0_safe": True}, PKU_ROW | change])
+    err = error_of(path, adapter="pku_saferlhf")
+    assert (err.file, err.row, err.field) == (str(path), 2, field)
+    assert needle in err.message
+
+
+def test_label_outside_the_allowed_values(assets, tmp_path):
+    path = tmp_path / "labels.jsonl"
+    text = (assets / "raco_reddit.jsonl").read_text().splitlines()
+    text[2] = text[2].replace('"Verbosity": "B"', '"Verbosity": "C"')
+    path.write_text("\n".join(text) + "\n")
+    err = error_of(path)
+    assert (err.row, err.field) == (3, "Verbosity")
+    assert "label 'C' is outside the allowed values" in str(err)
+
+
+def test_csv_row_numbers(assets, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        (assets / "pairwise.csv")
+        .read_text()
+        .replace('"2+2?",5,4,B', '"2+2?",5,4,maybe')
+        .replace("2+2?,5,4,B", "2+2?,5,4,maybe")
+    )
+    err = error_of(
+        path,
+        adapter="pairwise",
+        columns={"prompt": "question", "response_1": "answer_a", "response_2": "answer_b"},
+        labels={"helpful": "helpful", "concise": "concise"},
+    )
+    assert f"{path}, row 2, field 'helpful': label 'maybe'" in str(err)
+
+
+def test_skip_mode_counts_invalid_rows(write_jsonl):
+    path = write_jsonl(
+        [
+            PKU_ROW,
+            PKU_ROW | {"response_1": "a"},
+            PKU_ROW | {"better_response_id": 7},
+            PKU_ROW | {"response_1": "a"},
+        ]
+    )
+    data = load(path, on_invalid="skip")
+    assert len(data) == 1
+    assert data.skipped == {
+        "invalid response_1: is identical to the other response": 2,
+        "invalid better_response_id: must be 0 or 1 (the id of a response), got 7": 1,
+    }
+
+
+def test_all_zero_rows_are_skipped_not_errors(write_jsonl):
+    row = {"prompt": "p", "response_1": "x", "response_2": "y", "raco_s_a": 0, "raco_s_b": "tie"}
+    data = load(write_jsonl([row, row | {"raco_s_a": 1}]))
+    assert len(data) == 1 and data.skipped == {"all signs 0": 1}
+
+
+def test_unknown_objective_suggests(assets):
+    err = error_of(assets / "pku_saferlhf.jsonl", objectives=("harmles",))
+    assert err.field == "harmles" and err.suggestion == "harmless"
+    err = error_of(assets / "helpsteer2.jsonl", directions={"verbose": "lower"})
+    assert err.suggestion == "verbosity"
+
+
+def test_unknown_adapter_and_option(assets):
+    assert error_of(assets / "pku_saferlhf.jsonl", adapter="pku_safe_rlhf").suggestion == "pku_saferlhf"
+    err = error_of(assets / "pku_saferlhf.jsonl", options={"harmless_for": "is_safe"})
+    assert err.field == "options.harmless_for" and err.suggestion == "harmless_from"
+
+
+def test_bad_column_mapping(assets):
+    err = error_of(assets / "pairwise.csv", adapter="pairwise", columns={"promt": "question"})
+    assert err.field == "columns.promt" and err.suggestion == "prompt"
+
+
+def test_undetectable_layout(write_jsonl):
+    err = error_of(write_jsonl([{"a": 1, "b": 2}]))
+    assert "cannot tell the data layout" in str(err) and "pku_saferlhf" in str(err)
+
+
+def test_implicit_prompt_without_common_start(write_jsonl):
+    err = error_of(write_jsonl([{"chosen": "Yes please", "rejected": "No thanks"}]))
+    assert (err.row, err.field) == (1, "prompt")
+
+
+def test_spec_rejects_unknown_keys_and_values():
+    with pytest.raises(DataError, match="did you mean 'objectives'"):
+        DataSpec.from_mapping({"path_or_name": "x", "objectivs": ["a"]})
+    with pytest.raises(DataError, match="'higher' or 'lower'"):
+        DataSpec("x", directions={"a": "down"})
+    with pytest.raises(DataError, match="'error' or 'skip'"):
+        DataSpec("x", on_invalid="ignore")
