@@ -12,8 +12,21 @@ import json
 import random
 from pathlib import Path
 
-WORDS = "apple river stone cloud green quiet bright table window garden music paper".split()
-TOPICS = "the sea|a city|your day|the weather|a book|the garden|a song|dinner".split("|")
+WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "green",
+    "quiet",
+    "bright",
+    "table",
+    "window",
+    "garden",
+    "music",
+    "paper",
+]
+TOPICS = ["the sea", "a city", "your day", "the weather", "a book", "the garden", "a song", "dinner"]
 
 
 def toy_rows(n: int, seed: int) -> list[dict]:

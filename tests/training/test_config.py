@@ -1,0 +1,184 @@
+"""Configuration: YAML + flag precedence, errors that name the key, shipped configs, --help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raco.config import ConfigError, RunConfig, leaf_fields, load_config
+from raco.training.cli_train import build_parser, main, parse_train_args
+from raco.training.inputs import check_objectives, load_rows
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "configs").rglob("*.yaml"))
+
+
+def write(tmp_path: Path, tree: dict) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_defaults_then_yaml_then_flags(tmp_path):
+    path = write(tmp_path, {"data": {"train": "x.jsonl"}, "train": {"lr": 1e-4, "batch_size": 4}})
+    cfg = load_config(path, {"train.lr": "2e-5"})
+    assert cfg.train.lr == 2e-5  # flag beats YAML
+    assert cfg.train.batch_size == 4  # YAML beats default
+    assert cfg.train.grad_accum == RunConfig().train.grad_accum  # default
+
+
+def test_unknown_yaml_key_suggests_closest(tmp_path):
+    path = write(tmp_path, {"data": {"train": "x"}, "train": {"lrr": 1e-4}})
+    with pytest.raises(ConfigError, match=r"unknown key `train.lrr`; did you mean `train.lr`"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [
+        ("lr", "train.lr"),
+        ("trian.lr", "train.lr"),
+        ("method.nmae", "method.name"),
+        ("objectives.helpful.wieght", "objectives.NAME.weight"),
+        ("train.warmup", "train.warmup_ratio"),
+    ],
+)
+def test_unknown_flag_suggests_closest(key, suggestion):
+    with pytest.raises(ConfigError, match=f"did you mean `{suggestion}`"):
+        load_config(None, {"data.train": "x", key: "1"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"method.name": "racoo"}, r"method.name: 'racoo' is not one of .*did you mean `raco`"),
+        ({"method.c": "1.0"}, r"method.c: 1.0 must be in \[0, 1\)"),
+        ({"train.lr": "fast"}, r"train.lr: expected a number"),
+        ({"train.batch_size": "2.5"}, r"train.batch_size: expected an integer"),
+        ({"objectives.a.weight": 0.5, "objectives.b.weight": 0.6}, r"simplex"),
+        (
+            {"objectives.a.weight": -0.5, "objectives.b.weight": 1.5},
+            r"objectives.a.weight: -0.5 must be >= 0",
+        ),
+        ({"objectives.a.weight": 1.0, "objectives.b.loss": "dpo"}, r"objectives.b.weight: give every"),
+        ({"objectives.a.beta": 0}, r"objectives.a.beta: 0.0 must be > 0"),
+        ({"model.dtype": "fp16"}, r"model.dtype: 'fp16' is not one of"),
+        ({"model.reference": "adapter"}, r"needs lora.enabled"),
+        ({"model.trust_remote_code": "maybe"}, r"expected true/false"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, {"data.train": "x", **overrides})
+
+
+def test_values_are_parsed_by_type():
+    cfg = load_config(
+        None,
+        {
+            "data.train": "x",
+            "lora.target_modules": "q_proj,k_proj",
+            "data.directions": "verbosity=lower",
+            "train.max_steps": "none",
+            "overwrite": "yes",
+            "objectives.b.weight": "0.25",
+            "objectives.a.weight": "0.75",
+        },
+    )
+    assert cfg.lora.target_modules == ["q_proj", "k_proj"]
+    assert cfg.data.directions == {"verbosity": "lower"}
+    assert cfg.train.max_steps is None and cfg.overwrite is True
+    assert [o.name for o in cfg.objectives] == ["b", "a"] and cfg.weights == [0.25, 0.75]
+
+
+def test_uniform_weights_when_none_given():
+    cfg = load_config(
+        None,
+        {"data.train": "x", "objectives.a.beta": 0.2, "objectives.b.beta": 0.2, "objectives.c.beta": 0.2},
+    )
+    assert cfg.weights == pytest.approx([1 / 3] * 3)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert abs(sum(cfg.weights) - 1) < 1e-9
+    if "cpu" in path.parts:  # their data ships too: the objectives must match it
+        import os
+
+        os.chdir(REPO)
+        check_objectives(cfg, load_rows(cfg)[0])
+
+
+def test_there_are_paper_and_cpu_configs():
+    names = {p.stem for p in SHIPPED}
+    for model in ("qwen3-4b", "gemma-3-4b", "llama-3-8b"):
+        assert {f"{model}_safety", f"{model}_reddit2", f"{model}_reddit3"} <= names
+    assert {"tiny-random", "smollm2-lora"} <= names
+
+
+def test_help_documents_every_option_once():
+    import re
+
+    text = build_parser().format_help()
+    for key, field, _ in leaf_fields():
+        if key != "objectives.NAME.name":
+            entries = re.findall(rf"^  --{re.escape(key)}[ \n]", text, flags=re.MULTILINE)
+            assert len(entries) == 1, key
+            assert field.metadata["help"], key
+
+
+def test_objective_flags_by_name(tmp_path):
+    path = write(
+        tmp_path,
+        {"data": {"train": "x"}, "objectives": [{"name": "a", "weight": 0.5}, {"name": "b", "weight": 0.5}]},
+    )
+    namespace, overrides = parse_train_args(
+        [
+            "--config",
+            str(path),
+            "--objectives.a.weight",
+            "0.7",
+            "--objectives.b.weight=0.3",
+            "--train.lr",
+            "1e-5",
+        ]
+    )
+    cfg = load_config(namespace.config, overrides)
+    assert cfg.weights == [0.7, 0.3] and cfg.train.lr == 1e-5
+
+
+def test_cli_errors_before_loading_a_model(tmp_path, monkeypatch, capsys):
+    import raco.models.loading as loading
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(loading, "load_base_model", no_model)
+    assert main(["--data.train", "x.jsonl", "--train.lrr", "1"]) == 2
+    assert "did you mean `train.lr`" in capsys.readouterr().err
+
+
+def test_objectives_must_match_the_data(tiny_config, monkeypatch, capsys):
+    import raco.training.session as session
+
+    monkeypatch.setattr(session, "load_base_model", lambda *a, **k: pytest.fail("model loaded"))
+    tree = tiny_config()
+    tree["objectives"][0]["name"] = "friendy"
+    from raco.training.loop import train
+
+    with pytest.raises(ConfigError, match=r"objectives.friendy: not in the data.*did you mean `friendly`"):
+        train(tree)
+
+
+def test_existing_run_dir_is_never_overwritten_silently(tiny_config, tmp_path):
+    from raco.training.loop import train
+
+    tree = tiny_config()
+    Path(tree["output_dir"]).mkdir()
+    (Path(tree["output_dir"]) / "precious.txt").write_text("keep")
+    with pytest.raises(ConfigError, match=r"already exists.*--resume"):
+        train(tree)
+    assert (Path(tree["output_dir"]) / "precious.txt").read_text() == "keep"
