@@ -85,3 +85,23 @@ def test_unknown_hub_dataset_is_a_data_error():
     with pytest.raises(DataError) as info:
         load_records("no-such-org/no-such-dataset-raco")
     assert "no-such-org/no-such-dataset-raco" in str(info.value)
+
+
+def test_saved_dataset_folder_and_split(tmp_path):
+    import datasets
+
+    rows = [ROW, ROW | {"chosen": "great"}]
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows[:1]), "test": datasets.Dataset.from_list(rows)}
+    ).save_to_disk(str(tmp_path / "saved"))
+    assert len(load_preference_data(DataSpec(str(tmp_path / "saved"), split="test"))) == 2
+    with pytest.raises(DataError, match=r"has no split 'tset'.*did you mean 'test'"):
+        load_records(str(tmp_path / "saved"), split="tset")
+
+
+def test_folder_of_jsonl_files_through_datasets(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps(ROW) + "\n")
+    (row,) = load_preference_data(DataSpec(str(folder))).rows
+    assert (row.prompt, row.response_1, row.response_2, row.signs) == ("p", "good", "bad", (1,))

@@ -191,7 +191,7 @@ def _load_hf(
 
     label = name + (f" ({config_name})" if config_name else "") + (f" [{data_dir}]" if data_dir else "")
     try:
-        if Path(name, "dataset_info.json").is_file() and Path(name, "state.json").is_file():
+        if Path(name, "state.json").is_file() or Path(name, "dataset_dict.json").is_file():
             table = datasets.load_from_disk(name)
         else:
             table = datasets.load_dataset(
