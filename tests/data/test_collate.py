@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from raco.data import DataSpec, PairCollator, load_preference_data, tokenize_dataset, tokenize_row
@@ -78,3 +80,40 @@ def test_collator_errors():
         PairCollator(None)
     with pytest.raises(ValueError, match="empty batch"):
         PairCollator(0)([])
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(1, 99), min_size=1, max_size=6),
+            st.lists(st.integers(1, 99), min_size=1, max_size=6),
+            st.lists(st.integers(1, 99), min_size=1, max_size=6),
+            st.sampled_from([-1, 0, 1]),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_collated_rows_reassemble_the_pairs(items):
+    pairs = [
+        {
+            "prompt_ids": p,
+            "response_1_ids": a,
+            "response_2_ids": b,
+            "signs": [s],
+            "row_index": i,
+            "prompt_truncated": False,
+            "response_truncated": False,
+        }
+        for i, (p, a, b, s) in enumerate(items)
+    ]
+    batch = PairCollator(0)(pairs)
+    size = len(pairs)
+    assert batch["input_ids"].shape[1] == max(len(p) + max(len(a), len(b)) for p, a, b, _ in items)
+    for i, (prompt, first, second, _) in enumerate(items):
+        for row, response in ((i, first), (size + i, second)):
+            ids, mask = batch["input_ids"][row], batch["attention_mask"][row].bool()
+            assert ids[mask].tolist() == prompt + response
+            assert ids[batch["response_mask"][row]].tolist() == response
+            assert not (batch["response_mask"][row] & ~mask).any()
