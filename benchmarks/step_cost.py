@@ -1,0 +1,269 @@
+"""Cost of one full optimizer step: weighted-sum DPO (one backward) vs RACO plain (k backward passes)
+vs RACO fused (one backward, per-objective products at each layer), for k = 1, 2, 4, 8; and TRL's
+DPOTrainer step for k = 1. Same model, batch and seed for every variant; variants run round-robin and
+each reports its best of ``--repeats`` timed steps (after one warm-up), so load from other processes
+on the machine penalises no variant in particular.
+
+Models: a random Llama (hidden 256, 4 layers, vocab 2048; full fine-tuning) and SmolLM2-135M-Instruct
+with LoRA r=8 on q/v. Peak memory is the process RSS high-water mark during the step above the RSS
+before it (sampled every 2 ms; CPU has no allocator statistics). The script re-executes itself with
+``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensor memory goes back to the OS and RSS tracks live memory.
+
+    python benchmarks/step_cost.py --json benchmarks/step_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from raco.gradients import GradientEngine
+from raco.losses import ObjectiveSpec
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class PeakRSS:
+    """Highest RSS above the starting RSS while the block runs (background sampling)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.peak = rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, rss())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss())
+
+    @property
+    def delta(self) -> int:
+        return self.peak - self.start
+
+
+def make_batch(n_pairs: int, prompt: int, response: int, vocab: int, k: int, seed: int) -> dict:
+    """Right-padded pair batch in raco's contract; responses of varying length (response/2..response)."""
+    g = torch.Generator().manual_seed(seed)
+    width = prompt + response
+    ids = torch.randint(3, vocab, (2 * n_pairs, width), generator=g)
+    ids[n_pairs:, :prompt] = ids[:n_pairs, :prompt]
+    lengths = torch.randint(response // 2, response + 1, (2 * n_pairs,), generator=g)
+    pos = torch.arange(width)
+    attention = pos < (prompt + lengths[:, None])
+    response_mask = attention & (pos >= prompt)
+    signs = torch.tensor([1.0, -1.0, 1.0, -1.0, 0.0])[torch.randint(0, 5, (n_pairs, k), generator=g)]
+    signs[0] = 1.0  # every objective has at least one non-tie row
+    return {
+        "input_ids": ids * attention,
+        "attention_mask": attention.long(),
+        "response_mask": response_mask,
+        "signs": signs,
+        "row_index": torch.arange(n_pairs),
+    }
+
+
+def engine_step(model: nn.Module, reference: nn.Module | None, k: int, path: str, method: str) -> Callable:
+    specs = [ObjectiveSpec(f"o{i}", beta=0.1) for i in range(k)]
+    options = {"c": 0.4} if method == "raco" else {}
+    engine = GradientEngine(
+        model,
+        specs,
+        torch.full((k,), 1.0 / k),
+        method=method,
+        method_options=options,
+        path=path,
+        reference=reference,
+    )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+
+    def step(batch: dict) -> None:
+        engine.accumulate(batch, counts=engine.step_counts([batch]))
+        engine.finish_step()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def trl_step(model: nn.Module, reference: nn.Module | None, tokenizer, out_dir: str) -> Callable:
+    """TRL DPOTrainer's own loss (fused LM head, in-step reference pass) + backward + AdamW step."""
+    import trl
+    from datasets import Dataset
+
+    args = trl.DPOConfig(
+        output_dir=out_dir,
+        beta=0.1,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        bf16=False,
+        gradient_checkpointing=False,
+        precompute_ref_log_probs=False,
+    )
+    data = Dataset.from_list([{"prompt": "a", "chosen": " b", "rejected": " c"}] * 2)
+    trainer = trl.DPOTrainer(
+        model=model, ref_model=reference, args=args, train_dataset=data, processing_class=tokenizer
+    )
+    optimizer = torch.optim.AdamW([p for p in trainer.model.parameters() if p.requires_grad], lr=1e-6)
+
+    def step(batch: dict) -> None:
+        inputs = {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "completion_mask": batch["response_mask"].long(),
+        }
+        trainer._compute_loss(trainer.model, inputs, return_outputs=False).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def run_variants(variants: dict[str, Callable], batches: dict[str, dict], repeats: int) -> dict:
+    """Round-robin timing; returns {name: (best seconds, peak RSS delta bytes)}."""
+    for name, step in variants.items():
+        step(batches[name])  # warm-up (allocations, optimizer state)
+    times: dict[str, list[float]] = {n: [] for n in variants}
+    peaks: dict[str, int] = dict.fromkeys(variants, 0)
+    for _ in range(repeats):
+        for name, step in variants.items():
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                step(batches[name])
+                times[name].append(time.perf_counter() - t0)
+            peaks[name] = max(peaks[name], mem.delta)
+    return {n: (min(times[n]), peaks[n]) for n in variants}
+
+
+def word_tokenizer(vocab: int):
+    """A whitespace word-level tokenizer over ``t0..t{vocab-1}`` (TRL needs one to build its trainer)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(vocab={f"t{i}": i for i in range(vocab)}, unk_token="t1"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="t0", eos_token="t2", unk_token="t1")
+
+
+def full_model() -> tuple[nn.Module, nn.Module, object, int]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=2048,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    model = LlamaForCausalLM(config)
+    reference = copy.deepcopy(model).requires_grad_(False)
+    return model, reference, word_tokenizer(2048), 2048
+
+
+def lora_model() -> tuple[nn.Module, None, object, int]:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from raco.models.loading import smollm2_model_dir
+
+    folder = smollm2_model_dir()
+    base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    torch.manual_seed(0)
+    model = get_peft_model(
+        base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    )
+    return model, None, AutoTokenizer.from_pretrained(str(folder)), base.config.vocab_size
+
+
+def bench_model(
+    build: Callable, ks: list[int], shape: tuple[int, int, int], repeats: int, out_dir: str
+) -> dict:
+    model, reference, tokenizer, vocab = build()
+    model.train()
+    rows: dict[int, dict] = {}
+    for k in ks:
+        batch = make_batch(*shape, vocab=vocab, k=k, seed=k)
+        variants = {
+            "weighted_sum": engine_step(model, reference, k, "scalarized", "weighted_sum"),
+            "raco_plain": engine_step(model, reference, k, "plain", "raco"),
+            "raco_fused": engine_step(model, reference, k, "fused", "raco"),
+        }
+        if k == 1:
+            trl_ref = copy.deepcopy(reference) if reference is not None else None
+            variants["trl_dpo"] = trl_step(copy.deepcopy(model), trl_ref, tokenizer, out_dir)
+        rows[k] = run_variants(variants, dict.fromkeys(variants, batch), repeats)
+        base_t, base_m = rows[k]["weighted_sum"]
+        for name, (t, m) in rows[k].items():
+            print(
+                f"  k={k} {name:13s} {t * 1000:8.0f} ms  x{t / base_t:5.2f}   peak +{m / 2**20:7.1f} MiB"
+                f"  x{m / max(base_m, 1):5.2f}",
+                flush=True,
+            )
+    return rows
+
+
+def ratio(rows: dict, k: int, name: str, base: str = "weighted_sum", index: int = 0) -> float:
+    return round(rows[k][name][index] / max(rows[k][base][index], 1e-12), 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", type=Path, default=None, help="write the ratios to this JSON file")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-lora", action="store_true", help="only the random full fine-tuning model")
+    args = parser.parse_args()
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # make RSS follow live allocations (see docstring)
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    torch.manual_seed(0)
+    out_dir = "/tmp/raco-step-cost"
+    result: dict[str, float] = {}
+    print("full fine-tuning, random Llama h256 L4 V2048, 8 pairs x (32 prompt + <=96 response tokens)")
+    full = bench_model(full_model, args.ks, (8, 32, 96), args.repeats, out_dir)
+    if 2 in args.ks:
+        result["full_fused_k2_ratio"] = ratio(full, 2, "raco_fused")
+        result["full_plain_k2_ratio"] = ratio(full, 2, "raco_plain")
+    result["full_ours_vs_trl_k1_ratio"] = ratio(full, 1, "raco_fused", "trl_dpo")
+    for k in args.ks:
+        result[f"full_fused_k{k}_ratio"] = ratio(full, k, "raco_fused")
+    if not args.skip_lora:
+        print("SmolLM2-135M-Instruct, LoRA r=8 on q/v, 2 pairs x (24 prompt + <=48 response tokens)")
+        lora = bench_model(lora_model, args.ks, (2, 24, 48), args.repeats, out_dir)
+        for k in args.ks:
+            result[f"lora_fused_k{k}_ratio"] = ratio(lora, k, "raco_fused")
+            result[f"lora_plain_k{k}_ratio"] = ratio(lora, k, "raco_plain")
+            result[f"lora_fused_k{k}_peak_memory_ratio"] = ratio(lora, k, "raco_fused", index=1)
+        result["ours_vs_trl_k1_ratio"] = ratio(lora, 1, "raco_fused", "trl_dpo")
+        result["lora_seconds_weighted_sum_k1"] = round(lora[1]["weighted_sum"][0], 3)
+    print(json.dumps(result, indent=1))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
