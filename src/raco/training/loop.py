@@ -163,7 +163,12 @@ def train_step(s: Session) -> dict[str, float]:
     for batch in batches:
         ref = s.train_reference(batch) if s.train_reference is not None else None
         micro_metrics.append(s.engine.accumulate(batch, counts=counts, ref_logps=ref))
-    report = s.engine.finish_step()
+    try:
+        report = s.engine.finish_step()
+    except ValueError as err:  # the aggregator rejects a Gram matrix with NaN/inf
+        if "NaN or inf" not in str(err):
+            raise
+        return _skip_non_finite(s, micro_metrics)
     max_norm = s.cfg.train.max_grad_norm if s.cfg.train.max_grad_norm is not None else math.inf
     grad_norm = float(torch.nn.utils.clip_grad_norm_(s.params, max_norm))
     finite = math.isfinite(grad_norm) and bool(torch.isfinite(report.losses).all())
@@ -179,6 +184,18 @@ def train_step(s: Session) -> dict[str, float]:
     tokens = sum(int(b["attention_mask"].sum()) for b in batches) * s.accelerator.num_processes
     metrics["tokens_per_second"] = tokens / max(time.perf_counter() - started, 1e-9)
     metrics["skipped"] = float(not finite)
+    return metrics
+
+
+def _skip_non_finite(s: Session, micro_metrics: list[dict]) -> dict[str, float]:
+    """Discard a step whose per-objective gradients are not finite (no update; counted as skipped)."""
+    s.engine._reset()  # drop the step's accumulated per-objective gradients
+    s.optimizer.zero_grad(set_to_none=True)
+    s.skips_in_a_row += 1
+    s.skipped_steps += 1
+    s.scheduler.step()
+    metrics = {k: v for m in micro_metrics for k, v in m.items()}
+    metrics.update(lr=s.scheduler.get_last_lr()[0], skipped=1.0, grad_norm=math.nan, tokens_per_second=0.0)
     return metrics
 
 

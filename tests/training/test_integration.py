@@ -1,0 +1,126 @@
+"""Integration: the tiny model trains with every method, the outputs load, faults leave checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from raco.config import METHODS, from_dict
+from raco.training.checkpoint import latest_checkpoint
+from raco.training.loop import TrainingStopped, run, run_evaluation, train
+from raco.training.metrics import read_metrics
+from raco.training.session import setup
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_weighted_heldout_accuracy_rises(method, tiny_config):
+    tree = tiny_config(**{"method.name": method, "train.max_steps": 5})
+    session = setup(from_dict(tree))
+    before = run_evaluation(session)["eval/weighted_accuracy"]
+    result = run(session)
+    after = result.final_metrics["eval/weighted_accuracy"]
+    assert after > before and after >= 0.7, (before, after)
+    records = read_metrics(result.run_dir)
+    steps = [r for r in records if "loss/friendly" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5]
+    expected = {
+        "loss/concise",
+        "friendly/rewards/accuracies",
+        "concise/rewards/margins",
+        "coef/friendly",
+        "grad_norm",
+        "lr",
+        "tokens_per_second",
+        "clip_active",
+        "skipped",
+    }
+    if method != "amopo":
+        expected |= {"friendly/rewards/chosen", "friendly/rewards/rejected"}
+    assert expected <= set(steps[-1])
+    assert "pareto_measure" in steps[-1] and "grad_cosine" in steps[-1]
+
+
+def test_outputs_are_hugging_face_loadable(tiny_config):
+    from transformers import AutoModelForCausalLM
+
+    result = train(tiny_config(**{"train.max_steps": 2}))
+    summary = json.loads(result.summary_file.read_text())
+    assert summary["steps"] == 2 and summary["data"]["train_rows"] == 96
+    assert {"config", "versions", "final_metrics", "data"} <= set(summary)
+    loaded = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    saved = load_file(str(latest_checkpoint(result.run_dir) / "trainable.safetensors"))
+    for name, param in loaded.named_parameters():
+        assert torch.equal(param, saved[name]), name
+
+
+def test_lora_adapter_reference_and_peft_output(tiny_config):
+    from peft import PeftModel
+
+    from raco.models.loading import tiny_random_model
+
+    tree = tiny_config(**{"train.max_steps": 2, "lora.enabled": True, "lora.r": 4, "model.reference": "auto"})
+    tree["lora"]["target_modules"] = ["q_proj", "v_proj"]
+    result = train(tree)
+    summary = json.loads(result.summary_file.read_text())
+    assert summary["reference"] == "adapter"
+    assert (result.model_dir / "adapter_model.safetensors").is_file()
+    base = tiny_random_model(0, 49152)
+    model = PeftModel.from_pretrained(base, result.model_dir)
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # adapters were trained (B starts at 0)
+
+
+def test_cached_reference_is_computed_once(tiny_config, tmp_path, monkeypatch):
+    import raco.models.reference as reference
+
+    monkeypatch.setattr(reference, "cache_dir", lambda: tmp_path / "cache")
+    calls = []
+    original = reference.compute_reference_table
+    monkeypatch.setattr(reference, "compute_reference_table", lambda *a: calls.append(1) or original(*a))
+    import raco.training.session as session_module
+
+    monkeypatch.setattr(session_module, "compute_reference_table", reference.compute_reference_table)
+    first = train(tiny_config(**{"train.max_steps": 2, "model.reference": "cached"}))
+    assert len(calls) == 2  # train and eval tables
+    copy_run = tiny_config(**{"train.max_steps": 2, "output_dir": str(tmp_path / "copy")})
+    second = train(
+        tiny_config(
+            **{"train.max_steps": 2, "model.reference": "cached", "output_dir": str(tmp_path / "again")}
+        )
+    )
+    assert len(calls) == 2  # a second run (e.g. of a sweep) reuses the cache
+    assert len(list((tmp_path / "cache" / "reference-logps").glob("*.safetensors"))) == 2
+    baseline = train(copy_run)  # same losses as a frozen-copy reference
+    for key in ("loss/friendly", "loss/concise"):
+        assert first.final_metrics[key] == pytest.approx(baseline.final_metrics[key], rel=1e-4)
+        assert second.final_metrics[key] == pytest.approx(first.final_metrics[key], rel=1e-6)
+
+
+def test_non_finite_steps_are_skipped_then_stop_with_checkpoint(tiny_config):
+    tree = tiny_config(**{"train.max_steps": 6, "train.max_consecutive_skips": 2})
+    session = setup(from_dict(tree))
+    with torch.no_grad():
+        session.model.model.norm.weight.fill_(float("nan"))
+    with pytest.raises(TrainingStopped, match="2 consecutive steps"):
+        run(session)
+    records = read_metrics(session.run_dir)
+    assert [r["skipped"] for r in records] == [1.0, 1.0]
+    assert latest_checkpoint(session.run_dir).name == "step-00000002"
+
+
+def test_ctrl_c_leaves_a_resumable_checkpoint(tiny_config):
+    def interrupt(step, metrics):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    tree = tiny_config(**{"train.max_steps": 5})
+    with pytest.raises(KeyboardInterrupt):
+        train(tree, on_step=interrupt)
+    from pathlib import Path
+
+    assert latest_checkpoint(Path(tree["output_dir"])).name == "step-00000002"
