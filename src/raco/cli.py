@@ -22,7 +22,14 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"raco {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_data(subparsers)
+    _add_train(subparsers)
     return parser
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    # Listed here for `raco --help`; `raco train ...` itself is dispatched in main() to
+    # raco.training.cli_train, whose flags (generated from the config dataclasses) need parse_known_args.
+    subparsers.add_parser("train", help="train a model (see `raco train --help`)", add_help=False)
 
 
 def _add_data(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from raco.data.errors import DataError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from raco.training.cli_train import main as train_main
+
+        return train_main(argv[1:])
     parser = _build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
