@@ -1,0 +1,25 @@
+"""Aggregators: combine k per-objective gradients from their Gram matrix alone.
+
+Every method is a pure function ``f(gram, weights, **options) -> Aggregation``; the update direction
+is d = Σ_i a_i g_i with a = ``Aggregation.coefficients``. All solving happens in float64.
+"""
+
+from raco.aggregators._simplex import DualSolverError
+from raco.aggregators._types import Aggregation
+from raco.aggregators.cagrad import cagrad
+from raco.aggregators.mgda import mgda, min_norm
+from raco.aggregators.raco import raco
+from raco.aggregators.weighted_sum import weighted_sum
+
+AGGREGATORS = {"weighted_sum": weighted_sum, "mgda": mgda, "cagrad": cagrad, "raco": raco}
+
+__all__ = [
+    "AGGREGATORS",
+    "Aggregation",
+    "DualSolverError",
+    "cagrad",
+    "mgda",
+    "min_norm",
+    "raco",
+    "weighted_sum",
+]

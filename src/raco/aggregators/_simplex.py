@@ -1,0 +1,311 @@
+"""Certified minimisation of f(p) = pᵀb + s·sqrt(pᵀHp) over the probability simplex.
+
+Both duals we need have this form (H PSD, s ≥ 0):
+
+* the CAGrad dual (Liu et al. 2021, eq. 7 with a weighted anchor): b = Hw, s = c·sqrt(wᵀHw);
+* the MGDA min-norm problem (Désidéri 2012; Sener & Koltun 2018): b = 0, s = 1, since
+  argmin sqrt(pᵀHp) = argmin pᵀHp.
+
+f is convex (sqrt(pᵀHp) = ‖Gp‖ is a seminorm). Solvers:
+
+* k = 1: p = 1. k = 2: closed form (ALGORITHM.md §2): with p = (λ, 1−λ), the stationary points of
+  h(λ) = b₂ + (b₁−b₂)λ + s·sqrt(Q(λ)) solve a squared quadratic; h is evaluated at its roots in [0, 1],
+  at both endpoints and at the min-norm point (where h may be non-smooth), and the best is taken.
+* k = 3: exact enumeration (each edge in closed form, the interior face minimiser below, and the
+  interior point with Gp = 0 when one exists).
+* k ≥ 4: a primal active-set method in the style of Wolfe's min-norm-point algorithm (Wolfe 1976):
+  on a face S the minimiser of f over the face's affine hull has the closed form
+      u = H_SS⁻¹1, v = H_SS⁻¹b_S, a₁ = 1ᵀu, a₂ = 1ᵀv, a₃ = b_Sᵀv,
+      τ = sqrt(a₂² − a₁(a₃ − s²)), λ = (a₂ + τ)/a₁, p_S = (λu − v)/τ,
+  (from b_S + s·H_SS p/‖Gp‖ = λ1, 1ᵀp = 1); the method adds the most KKT-violating vertex, and when
+  the face minimiser leaves the simplex it steps to the boundary and drops the vanishing coordinates.
+  If it cannot certify its answer (singular faces, e.g. duplicated or affinely dependent gradients)
+  it falls back to exact enumeration of all faces (k ≤ 16), which also covers optima where Gp = 0.
+
+Every answer with Gp ≠ 0 is certified by the Frank–Wolfe duality gap
+    gap(p) = ∇f(p)ᵀp − min_i ∇f(p)_i ≥ f(p) − f*,
+required to be ≤ 1e-9 · (max|b| + s·max sqrt(H_ii)). Answers with Gp = 0 come from enumeration,
+which is exact by construction (the minimum over a finite candidate set that contains a minimiser).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+GAP_RTOL = 1e-9
+MAX_ENUMERATION_K = 16
+ZERO_NORM_RTOL = 1e-14
+_MAX_ACTIVE_SET_ITERS = 500
+
+
+class DualSolverError(RuntimeError):
+    """The dual could not be solved to a certified optimum."""
+
+
+@dataclass(frozen=True)
+class SimplexSolution:
+    """Minimiser p of f on the simplex, its value f(p), the certified gap, and ‖Gp‖."""
+
+    p: np.ndarray
+    value: float
+    gap: float
+    norm: float
+
+
+def objective(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> float:
+    """f(p) = pᵀb + s·sqrt(max(pᵀHp, 0))."""
+    return float(p @ b) + s * math.sqrt(max(float(p @ h @ p), 0.0))
+
+
+def _tolerance(b: np.ndarray, h: np.ndarray, s: float) -> float:
+    diag = np.sqrt(np.clip(np.diag(h), 0.0, None))
+    scale = float(np.abs(b).max()) + s * float(diag.max())
+    return GAP_RTOL * scale + 1e-300
+
+
+def fw_gap(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> float:
+    """Frank–Wolfe gap ∇f(p)ᵀp − min_i ∇f(p)_i (inf where f is not differentiable, i.e. Gp = 0)."""
+    hp = h @ p
+    norm2 = float(p @ hp)
+    if norm2 <= 0.0:
+        return 0.0 if s == 0.0 else math.inf
+    grad = b + (s / math.sqrt(norm2)) * hp
+    return float(grad @ p - grad.min())
+
+
+def solve(b: np.ndarray, h: np.ndarray, s: float) -> SimplexSolution:
+    """Certified argmin over the simplex of pᵀb + s·sqrt(pᵀHp).
+
+    When even exact enumeration cannot certify the answer to 1e-9 relative (a Gram matrix whose
+    rounding noise exceeds that, e.g. float32-accumulated gradients that are linearly dependent),
+    the best point found is returned with its certified gap and a RuntimeWarning is issued.
+    """
+    k = h.shape[0]
+    tol = _tolerance(b, h, s)
+    if k == 1:
+        p = np.ones(1)
+    elif k == 2:
+        p = _solve_two(b, h, s)
+    elif k == 3:
+        p = _solve_three(b, h, s)
+    else:
+        p = _active_set(b, h, s, tol)
+    if k >= 3 and (p is None or certificate(p, b, h, s) > tol):
+        p = _best_of(p, _enumerate(b, h, s, allow_fail=p is not None), b, h, s)
+    gap = certificate(p, b, h, s)
+    if gap > tol and not _is_zero_norm(p, h):
+        warnings.warn(
+            f"CAGrad/MGDA dual certified only to gap {gap:.3g} (tolerance {tol:.3g}): the Gram matrix is "
+            "numerically singular; the best point found is used",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    norm = math.sqrt(max(float(p @ h @ p), 0.0))
+    return SimplexSolution(p=p, value=objective(p, b, h, s), gap=gap, norm=norm)
+
+
+def _best_of(p: np.ndarray | None, q: np.ndarray | None, b: np.ndarray, h: np.ndarray, s: float):
+    if p is None or q is None:
+        return q if p is None else p
+    return p if objective(p, b, h, s) <= objective(q, b, h, s) else q
+
+
+def _is_zero_norm(p: np.ndarray, h: np.ndarray) -> bool:
+    """Gp = 0 up to float64 rounding of pᵀHp (‖Gp‖ is only accurate to ~sqrt(ε)·max‖g_i‖)."""
+    return float(p @ h @ p) <= ZERO_NORM_RTOL * max(float(np.diag(h).max()), 0.0)
+
+
+def certificate(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> float:
+    """Upper bound on f(p) − f*. Where Gp ≠ 0: the Frank–Wolfe gap. Where Gp = 0 (f not
+    differentiable): weak duality with z = 0 in f(p) = max_{‖z‖≤1} pᵀ(b + s·Gᵀz) gives
+    f* ≥ min_i b_i, so the bound is f(p) − min_i b_i (exactly ‖Gp‖ for MGDA, where b = 0)."""
+    if s == 0.0 or _is_zero_norm(p, h):
+        return objective(p, b, h, s) - float(b.min())
+    return fw_gap(p, b, h, s)
+
+
+def _solve_two(b: np.ndarray, h: np.ndarray, s: float) -> np.ndarray:
+    """k = 2 in closed form (see module docstring)."""
+    lam = _best_on_edge(float(b[0]), float(b[1]), float(h[0, 0]), float(h[0, 1]), float(h[1, 1]), s)
+    return np.array([lam, 1.0 - lam])
+
+
+def _edge_value(lam: float, b1: float, b2: float, h11: float, h12: float, h22: float, s: float) -> float:
+    mu = 1.0 - lam
+    q = lam * lam * h11 + 2.0 * lam * mu * h12 + mu * mu * h22
+    return lam * b1 + mu * b2 + s * math.sqrt(max(q, 0.0))
+
+
+def _best_on_edge(b1: float, b2: float, h11: float, h12: float, h22: float, s: float) -> float:
+    """argmin over λ ∈ [0, 1] of h(λ) = λb₁ + (1−λ)b₂ + s·sqrt(Q(λ)): best of the endpoints, the
+    min-norm point (where h may be non-smooth) and the roots of the squared stationarity equation."""
+    a, bq = h11 - 2.0 * h12 + h22, 2.0 * h12 - 2.0 * h22  # Q(λ) = aλ² + bq·λ + h22
+    delta = b1 - b2
+    candidates = [0.0, 1.0]
+    if a > 0.0:
+        candidates.append(min(max(-bq / (2.0 * a), 0.0), 1.0))
+    # squared stationarity: a(s²a − δ²)λ² + bq(s²a − δ²)λ + (s²bq²/4 − δ²h22) = 0
+    e = s * s * a - delta * delta
+    candidates += _real_roots(a * e, bq * e, s * s * bq * bq / 4.0 - delta * delta * h22)
+    feasible = [lam for lam in candidates if 0.0 <= lam <= 1.0]
+    return min(feasible, key=lambda lam: _edge_value(lam, b1, b2, h11, h12, h22, s))
+
+
+def _solve_three(b: np.ndarray, h: np.ndarray, s: float) -> np.ndarray:
+    """k = 3 exactly: the best point of each edge (closed form), the interior face minimiser (H
+    inverted by its adjugate), and the interior point with Gp = 0 when H is singular."""
+    bl, hl = b.tolist(), h.tolist()
+    candidates = []
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        lam = _best_on_edge(bl[i], bl[j], hl[i][i], hl[i][j], hl[j][j], s)
+        p = [0.0, 0.0, 0.0]
+        p[i], p[j] = lam, 1.0 - lam
+        candidates.append(p)
+    inverse = _inverse3(hl)
+    if inverse is None:
+        candidates.extend(p.tolist() for p in _zero_norm_points(h, [0, 1, 2]))
+    else:
+        u = [sum(row) for row in inverse]
+        v = [sum(r * x for r, x in zip(row, bl, strict=True)) for row in inverse]
+        a1, a2, a3 = sum(u), sum(v), sum(x * y for x, y in zip(bl, v, strict=True))
+        disc = a2 * a2 - a1 * (a3 - s * s)
+        if a1 > 0.0 and disc > 0.0:
+            tau = math.sqrt(disc)
+            lam = (a2 + tau) / a1
+            p = [(lam * ui - vi) / tau for ui, vi in zip(u, v, strict=True)]
+            if min(p) >= 0.0:
+                candidates.append(p)
+
+    def value(p: list[float]) -> float:
+        quad = sum(p[i] * hl[i][j] * p[j] for i in range(3) for j in range(3))
+        return sum(x * y for x, y in zip(p, bl, strict=True)) + s * math.sqrt(max(quad, 0.0))
+
+    return np.array(min(candidates, key=value))
+
+
+def _inverse3(m: list[list[float]]) -> list[list[float]] | None:
+    """Inverse of a symmetric PSD 3×3 matrix by its adjugate; None when (nearly) singular."""
+    (a, b, c), (_, d, e), (_, _, f) = m
+    cof = [
+        [d * f - e * e, c * e - b * f, b * e - c * d],
+        [0.0, a * f - c * c, b * c - a * e],
+        [0.0, 0.0, a * d - b * b],
+    ]
+    det = a * cof[0][0] + b * cof[0][1] + c * cof[0][2]
+    if not det > 1e-10 * a * d * f:
+        return None
+    cof[1][0], cof[2][0], cof[2][1] = cof[0][1], cof[0][2], cof[1][2]
+    return [[x / det for x in row] for row in cof]
+
+
+def _real_roots(qa: float, qb: float, qc: float) -> list[float]:
+    """Real roots of qa·x² + qb·x + qc (numerically stable form; [] when identically zero)."""
+    scale = max(abs(qa), abs(qb), abs(qc))
+    if scale == 0.0:
+        return []
+    qa, qb, qc = qa / scale, qb / scale, qc / scale
+    if abs(qa) < 1e-14:
+        return [-qc / qb] if abs(qb) > 1e-14 else []
+    disc = qb * qb - 4.0 * qa * qc
+    if disc < 0.0:
+        return [-qb / (2.0 * qa)] if disc > -1e-12 else []
+    q = -0.5 * (qb + math.copysign(math.sqrt(disc), qb))
+    roots = [q / qa]
+    if q != 0.0:
+        roots.append(qc / q)
+    return roots
+
+
+def _face_minimiser(b: np.ndarray, h: np.ndarray, s: float, face: list[int]) -> np.ndarray | None:
+    """Minimiser of f over the affine hull of a face (closed form above); None if singular/unbounded."""
+    hs = h[np.ix_(face, face)]
+    rhs = np.stack([np.ones(len(face)), b[face]], axis=1)
+    try:
+        uv = np.linalg.solve(hs, rhs)
+    except np.linalg.LinAlgError:
+        return None
+    u, v = uv[:, 0], uv[:, 1]
+    a1, a2, a3 = float(u.sum()), float(v.sum()), float(b[face] @ v)
+    disc = a2 * a2 - a1 * (a3 - s * s)
+    if not (a1 > 0.0 and disc > 0.0 and math.isfinite(disc)):
+        return None
+    tau = math.sqrt(disc)
+    p = np.zeros(h.shape[0])
+    p[face] = ((a2 + tau) / a1 * u - v) / tau
+    return p if np.isfinite(p).all() else None
+
+
+def _active_set(b: np.ndarray, h: np.ndarray, s: float, tol: float) -> np.ndarray | None:
+    """Wolfe-style primal active-set method; None when it meets a singular face."""
+    vertex_values = b + s * np.sqrt(np.clip(np.diag(h), 0.0, None))
+    start = int(np.argmin(vertex_values))
+    face, p = [start], np.eye(h.shape[0])[start]
+    for _ in range(_MAX_ACTIVE_SET_ITERS):
+        if _is_zero_norm(p, h):
+            return p  # optimal when min_i b_i ≥ f(p) − tol (always for MGDA); checked by the caller
+        hp = h @ p
+        norm2 = float(p @ hp)
+        grad = b + (s / math.sqrt(norm2)) * hp
+        j = int(np.argmin(grad))
+        if float(grad @ p) - float(grad[j]) <= tol or j in face:
+            return p
+        face.append(j)
+        while True:
+            q = _face_minimiser(b, h, s, face)
+            if q is None:
+                return None
+            if (q[face] > 0.0).all():
+                p = q
+                break
+            idx = np.array(face)
+            shrink = q[idx] <= 0.0
+            steps = p[idx][shrink] / (p[idx][shrink] - q[idx][shrink])
+            p = p + float(steps.min()) * (q - p)
+            face = [i for i in face if p[i] > 1e-15]
+            p = np.where(np.isin(np.arange(len(p)), face), np.clip(p, 0.0, None), 0.0)
+            p = p / p.sum()
+    return None
+
+
+def _enumerate(b: np.ndarray, h: np.ndarray, s: float, allow_fail: bool = False) -> np.ndarray | None:
+    """Exact minimiser by enumerating every face: vertices, the face minimisers that are feasible, and
+    the points with Gp = 0 (from one-dimensional null spaces of H_SS with a one-signed null vector).
+    Limited to k ≤ MAX_ENUMERATION_K (2^k faces); beyond, None if ``allow_fail`` else an error."""
+    k = h.shape[0]
+    if k > MAX_ENUMERATION_K:
+        if allow_fail:
+            return None
+        raise DualSolverError(
+            f"the active-set dual solver met a singular face and exact enumeration is limited to "
+            f"k <= {MAX_ENUMERATION_K} (k = {k}); remove duplicated or linearly dependent objectives"
+        )
+    candidates = list(np.eye(k))
+    for size in range(2, k + 1):
+        for face in itertools.combinations(range(k), size):
+            face = list(face)
+            q = _face_minimiser(b, h, s, face)
+            if q is not None and (q >= 0.0).all():
+                candidates.append(q)
+            candidates.extend(_zero_norm_points(h, face))
+    values = [objective(p, b, h, s) for p in candidates]
+    return candidates[int(np.argmin(values))]
+
+
+def _zero_norm_points(h: np.ndarray, face: list[int]) -> list[np.ndarray]:
+    """Simplex points p supported on ``face`` with Hp = 0, from a one-dimensional null space."""
+    evals, evecs = np.linalg.eigh(h[np.ix_(face, face)])
+    scale = max(float(evals[-1]), 1e-300)
+    null = evecs[:, evals <= 1e-10 * scale]
+    if null.shape[1] != 1:
+        return []
+    vec = null[:, 0] / null[:, 0].sum() if abs(null[:, 0].sum()) > 1e-12 else None
+    if vec is None or (vec < -1e-12).any():
+        return []
+    p = np.zeros(h.shape[0])
+    p[face] = np.clip(vec, 0.0, None)
+    return [p / p.sum()]

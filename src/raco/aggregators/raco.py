@@ -1,0 +1,41 @@
+"""RACO: CAGrad-Clip, the conflict correction with its dual clipped by the user's weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from raco.aggregators._checks import check_c, check_gram, check_weights, to_output
+from raco.aggregators._types import Aggregation
+from raco.aggregators.cagrad import cagrad_dual, correction_coefficients
+
+CLIP_ATOL = 1e-12  # p_i above w_i by less than this is rounding, not an active clip
+
+
+def raco(gram: torch.Tensor, weights: torch.Tensor, c: float = 0.4) -> Aggregation:
+    """RACO's clipped CAGrad (Chen et al., ICML 2026, arXiv 2602.02495, Alg. 1):
+
+        s = c‖g_0‖,  p = CAGrad dual,  p̃ = min(p, w) elementwise (no renormalisation),
+        a = w + (s / sqrt(p̃ᵀHp̃))·p̃,
+
+    so ‖d − g_0‖ = c‖g_0‖ still holds and only the correction's direction changes, towards the
+    objectives the user weighted. Never rescaled. Degenerate cases, where a = w and ``degenerate``
+    is set: s = 0 (c = 0 or g_0 = 0), or p̃ᵀHp̃ = 0 (e.g. p and w with disjoint supports, or the
+    clipped combination of gradients vanishes). ``clip_active`` says whether some p_i exceeded w_i.
+    """
+    h = check_gram(gram)
+    w = check_weights(weights, h.shape[0])
+    c = check_c(c)
+    s, sol = cagrad_dual(h, w, c)
+    if sol is None:
+        return Aggregation(coefficients=to_output(w, gram), degenerate=True)
+    clipped = np.minimum(sol.p, w)
+    a = correction_coefficients(w, clipped, h, s)
+    return Aggregation(
+        coefficients=to_output(w if a is None else a, gram),
+        dual=to_output(sol.p, gram),
+        clipped_dual=to_output(clipped, gram),
+        clip_active=bool((sol.p - w > CLIP_ATOL).any()),
+        degenerate=a is None,
+        dual_gap=sol.gap,
+    )
