@@ -57,25 +57,43 @@ class SimplexSolution:
     norm: float
 
 
+# The final checks below run in plain Python floats: for the small k of multi-objective alignment
+# they are several times faster than numpy's per-call overhead (the per-step budget is ~100 µs).
+
+
 def objective(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> float:
     """f(p) = pᵀb + s·sqrt(max(pᵀHp, 0))."""
-    return float(p @ b) + s * math.sqrt(max(float(p @ h @ p), 0.0))
+    return _assess(p, b, h, s)[0]
 
 
 def _tolerance(b: np.ndarray, h: np.ndarray, s: float) -> float:
-    diag = np.sqrt(np.clip(np.diag(h), 0.0, None))
-    scale = float(np.abs(b).max()) + s * float(diag.max())
-    return GAP_RTOL * scale + 1e-300
+    """1e-9 × the size of the gradient entries of f: max|b_i| + s·max‖g_i‖."""
+    diag = max(math.sqrt(max(x, 0.0)) for x in np.diagonal(h).tolist())
+    return GAP_RTOL * (max(abs(x) for x in b.tolist()) + s * diag) + 1e-300
 
 
-def fw_gap(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> float:
-    """Frank–Wolfe gap ∇f(p)ᵀp − min_i ∇f(p)_i (inf where f is not differentiable, i.e. Gp = 0)."""
-    hp = h @ p
-    norm2 = float(p @ hp)
-    if norm2 <= 0.0:
-        return 0.0 if s == 0.0 else math.inf
-    grad = b + (s / math.sqrt(norm2)) * hp
-    return float(grad @ p - grad.min())
+def _assess(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> tuple[float, float, float]:
+    """(f(p), certified upper bound on f(p) − f*, pᵀHp) in one pass.
+
+    Where Gp ≠ 0 the bound is the Frank–Wolfe gap ∇f(p)ᵀp − min_i ∇f(p)_i. Where Gp = 0 (f is not
+    differentiable), weak duality with z = 0 in f(p) = max_{‖z‖≤1} pᵀ(b + s·Gᵀz) gives f* ≥ min_i b_i,
+    so the bound is f(p) − min_i b_i (exactly ‖Gp‖ for MGDA, where b = 0).
+    """
+    pl, bl, hl = p.tolist(), b.tolist(), h.tolist()
+    hp = [sum(hij * pj for hij, pj in zip(row, pl, strict=True)) for row in hl]
+    norm2 = max(sum(x * y for x, y in zip(pl, hp, strict=True)), 0.0)
+    linear = sum(x * y for x, y in zip(pl, bl, strict=True))
+    value = linear + s * math.sqrt(norm2)
+    if s == 0.0 or norm2 <= ZERO_NORM_RTOL * max(0.0, *(hl[i][i] for i in range(len(pl)))):
+        return value, value - min(bl), norm2
+    scale = s / math.sqrt(norm2)
+    grad = [bi + scale * x for bi, x in zip(bl, hp, strict=True)]
+    return value, sum(x * y for x, y in zip(grad, pl, strict=True)) - min(grad), norm2
+
+
+def certificate(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> float:
+    """Certified upper bound on f(p) − f* (see ``_assess``)."""
+    return _assess(p, b, h, s)[1]
 
 
 def solve(b: np.ndarray, h: np.ndarray, s: float) -> SimplexSolution:
@@ -97,16 +115,16 @@ def solve(b: np.ndarray, h: np.ndarray, s: float) -> SimplexSolution:
         p = _active_set(b, h, s, tol)
     if k >= 3 and (p is None or certificate(p, b, h, s) > tol):
         p = _best_of(p, _enumerate(b, h, s, allow_fail=p is not None), b, h, s)
-    gap = certificate(p, b, h, s)
-    if gap > tol and not _is_zero_norm(p, h):
+    value, gap, norm2 = _assess(p, b, h, s)
+    zero = norm2 <= ZERO_NORM_RTOL * max(0.0, float(np.diagonal(h).max()))
+    if gap > tol and not zero:
         warnings.warn(
             f"CAGrad/MGDA dual certified only to gap {gap:.3g} (tolerance {tol:.3g}): the Gram matrix is "
             "numerically singular; the best point found is used",
             RuntimeWarning,
             stacklevel=3,
         )
-    norm = math.sqrt(max(float(p @ h @ p), 0.0))
-    return SimplexSolution(p=p, value=objective(p, b, h, s), gap=gap, norm=norm)
+    return SimplexSolution(p=p, value=value, gap=gap, norm=math.sqrt(norm2))
 
 
 def _best_of(p: np.ndarray | None, q: np.ndarray | None, b: np.ndarray, h: np.ndarray, s: float):
@@ -115,23 +133,9 @@ def _best_of(p: np.ndarray | None, q: np.ndarray | None, b: np.ndarray, h: np.nd
     return p if objective(p, b, h, s) <= objective(q, b, h, s) else q
 
 
-def _is_zero_norm(p: np.ndarray, h: np.ndarray) -> bool:
-    """Gp = 0 up to float64 rounding of pᵀHp (‖Gp‖ is only accurate to ~sqrt(ε)·max‖g_i‖)."""
-    return float(p @ h @ p) <= ZERO_NORM_RTOL * max(float(np.diag(h).max()), 0.0)
-
-
-def certificate(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> float:
-    """Upper bound on f(p) − f*. Where Gp ≠ 0: the Frank–Wolfe gap. Where Gp = 0 (f not
-    differentiable): weak duality with z = 0 in f(p) = max_{‖z‖≤1} pᵀ(b + s·Gᵀz) gives
-    f* ≥ min_i b_i, so the bound is f(p) − min_i b_i (exactly ‖Gp‖ for MGDA, where b = 0)."""
-    if s == 0.0 or _is_zero_norm(p, h):
-        return objective(p, b, h, s) - float(b.min())
-    return fw_gap(p, b, h, s)
-
-
 def _solve_two(b: np.ndarray, h: np.ndarray, s: float) -> np.ndarray:
     """k = 2 in closed form (see module docstring)."""
-    lam = _best_on_edge(float(b[0]), float(b[1]), float(h[0, 0]), float(h[0, 1]), float(h[1, 1]), s)
+    lam, _ = _best_on_edge(float(b[0]), float(b[1]), float(h[0, 0]), float(h[0, 1]), float(h[1, 1]), s)
     return np.array([lam, 1.0 - lam])
 
 
@@ -141,7 +145,7 @@ def _edge_value(lam: float, b1: float, b2: float, h11: float, h12: float, h22: f
     return lam * b1 + mu * b2 + s * math.sqrt(max(q, 0.0))
 
 
-def _best_on_edge(b1: float, b2: float, h11: float, h12: float, h22: float, s: float) -> float:
+def _best_on_edge(b1: float, b2: float, h11: float, h12: float, h22: float, s: float) -> tuple[float, float]:
     """argmin over λ ∈ [0, 1] of h(λ) = λb₁ + (1−λ)b₂ + s·sqrt(Q(λ)): best of the endpoints, the
     min-norm point (where h may be non-smooth) and the roots of the squared stationarity equation."""
     a, bq = h11 - 2.0 * h12 + h22, 2.0 * h12 - 2.0 * h22  # Q(λ) = aλ² + bq·λ + h22
@@ -152,40 +156,50 @@ def _best_on_edge(b1: float, b2: float, h11: float, h12: float, h22: float, s: f
     # squared stationarity: a(s²a − δ²)λ² + bq(s²a − δ²)λ + (s²bq²/4 − δ²h22) = 0
     e = s * s * a - delta * delta
     candidates += _real_roots(a * e, bq * e, s * s * bq * bq / 4.0 - delta * delta * h22)
-    feasible = [lam for lam in candidates if 0.0 <= lam <= 1.0]
-    return min(feasible, key=lambda lam: _edge_value(lam, b1, b2, h11, h12, h22, s))
+    return min(
+        ((lam, _edge_value(lam, b1, b2, h11, h12, h22, s)) for lam in candidates if 0.0 <= lam <= 1.0),
+        key=lambda pair: pair[1],
+    )
 
 
 def _solve_three(b: np.ndarray, h: np.ndarray, s: float) -> np.ndarray:
-    """k = 3 exactly: the best point of each edge (closed form), the interior face minimiser (H
-    inverted by its adjugate), and the interior point with Gp = 0 when H is singular."""
+    """k = 3 exactly. When H is invertible, f is strictly convex on the plane 1ᵀp = 1: its minimiser q
+    there (closed form, H inverted by its adjugate) is the answer if it lies in the simplex; otherwise
+    the answer lies on an edge p_i = 0 with q_i < 0 (a feasible descent direction towards q would exist
+    otherwise), solved in closed form. When H is singular: every edge, and the interior point with
+    Gp = 0 if there is one."""
     bl, hl = b.tolist(), h.tolist()
-    candidates = []
-    for i, j in ((0, 1), (0, 2), (1, 2)):
-        lam = _best_on_edge(bl[i], bl[j], hl[i][i], hl[i][j], hl[j][j], s)
-        p = [0.0, 0.0, 0.0]
-        p[i], p[j] = lam, 1.0 - lam
-        candidates.append(p)
     inverse = _inverse3(hl)
-    if inverse is None:
-        candidates.extend(p.tolist() for p in _zero_norm_points(h, [0, 1, 2]))
+    edges: list[int] = [0, 1, 2]  # index i names the edge p_i = 0
+    candidates: list[tuple[list[float], float]] = []
+    if inverse is None:  # points with Gp = 0, where f = pᵀb
+        candidates.extend((p.tolist(), float(p @ b)) for p in _zero_norm_points(h, [0, 1, 2]))
     else:
-        u = [sum(row) for row in inverse]
-        v = [sum(r * x for r, x in zip(row, bl, strict=True)) for row in inverse]
-        a1, a2, a3 = sum(u), sum(v), sum(x * y for x, y in zip(bl, v, strict=True))
-        disc = a2 * a2 - a1 * (a3 - s * s)
-        if a1 > 0.0 and disc > 0.0:
-            tau = math.sqrt(disc)
-            lam = (a2 + tau) / a1
-            p = [(lam * ui - vi) / tau for ui, vi in zip(u, v, strict=True)]
-            if min(p) >= 0.0:
-                candidates.append(p)
+        q = _interior_minimiser3(inverse, bl, s)
+        if q is not None and min(q) >= 0.0:
+            return np.array(q)
+        if q is not None:
+            edges = [i for i in range(3) if q[i] < 0.0]
+    for i in edges:
+        j, l = [x for x in range(3) if x != i]
+        lam, value = _best_on_edge(bl[j], bl[l], hl[j][j], hl[j][l], hl[l][l], s)
+        p = [0.0, 0.0, 0.0]
+        p[j], p[l] = lam, 1.0 - lam
+        candidates.append((p, value))
+    return np.array(min(candidates, key=lambda pair: pair[1])[0])
 
-    def value(p: list[float]) -> float:
-        quad = sum(p[i] * hl[i][j] * p[j] for i in range(3) for j in range(3))
-        return sum(x * y for x, y in zip(p, bl, strict=True)) + s * math.sqrt(max(quad, 0.0))
 
-    return np.array(min(candidates, key=value))
+def _interior_minimiser3(inverse: list[list[float]], bl: list[float], s: float) -> list[float] | None:
+    """The face formula of the module docstring on the full face of k = 3, in plain floats."""
+    u = [sum(row) for row in inverse]
+    v = [sum(r * x for r, x in zip(row, bl, strict=True)) for row in inverse]
+    a1, a2, a3 = sum(u), sum(v), sum(x * y for x, y in zip(bl, v, strict=True))
+    disc = a2 * a2 - a1 * (a3 - s * s)
+    if not (a1 > 0.0 and disc > 0.0):
+        return None
+    tau = math.sqrt(disc)
+    lam = (a2 + tau) / a1
+    return [(lam * ui - vi) / tau for ui, vi in zip(u, v, strict=True)]
 
 
 def _inverse3(m: list[list[float]]) -> list[list[float]] | None:
@@ -241,35 +255,49 @@ def _face_minimiser(b: np.ndarray, h: np.ndarray, s: float, face: list[int]) -> 
 
 
 def _active_set(b: np.ndarray, h: np.ndarray, s: float, tol: float) -> np.ndarray | None:
-    """Wolfe-style primal active-set method; None when it meets a singular face."""
-    vertex_values = b + s * np.sqrt(np.clip(np.diag(h), 0.0, None))
-    start = int(np.argmin(vertex_values))
-    face, p = [start], np.eye(h.shape[0])[start]
+    """Wolfe-style primal active-set method, started on the full face from the barycentre (one solve
+    when the optimum is interior, as for nearly orthogonal gradients) or, when that face is singular,
+    from the best vertex. None when it meets a singular face."""
+    k = h.shape[0]
+    p = _descend_in_face(b, h, s, list(range(k)), np.full(k, 1.0 / k))
+    if p is None:
+        start = int(np.argmin(b + s * np.sqrt(np.clip(np.diag(h), 0.0, None))))
+        p = np.eye(k)[start]
+    zero = ZERO_NORM_RTOL * max(0.0, float(np.diag(h).max()))
     for _ in range(_MAX_ACTIVE_SET_ITERS):
-        if _is_zero_norm(p, h):
-            return p  # optimal when min_i b_i ≥ f(p) − tol (always for MGDA); checked by the caller
         hp = h @ p
         norm2 = float(p @ hp)
+        if norm2 <= zero:
+            return p  # optimal when min_i b_i ≥ f(p) − tol (always for MGDA); checked by the caller
         grad = b + (s / math.sqrt(norm2)) * hp
         j = int(np.argmin(grad))
+        face = [int(i) for i in np.flatnonzero(p)]
         if float(grad @ p) - float(grad[j]) <= tol or j in face:
             return p
-        face.append(j)
-        while True:
-            q = _face_minimiser(b, h, s, face)
-            if q is None:
-                return None
-            if (q[face] > 0.0).all():
-                p = q
-                break
-            idx = np.array(face)
-            shrink = q[idx] <= 0.0
-            steps = p[idx][shrink] / (p[idx][shrink] - q[idx][shrink])
-            p = p + float(steps.min()) * (q - p)
-            face = [i for i in face if p[i] > 1e-15]
-            p = np.where(np.isin(np.arange(len(p)), face), np.clip(p, 0.0, None), 0.0)
-            p = p / p.sum()
+        p = _descend_in_face(b, h, s, [*face, j], p)
+        if p is None:
+            return None
     return None
+
+
+def _descend_in_face(b: np.ndarray, h: np.ndarray, s: float, face: list[int], p: np.ndarray):
+    """From a feasible p supported in ``face``, move to the face's minimiser; when it leaves the
+    simplex, stop at the boundary, drop the vanishing coordinates and repeat. None if singular."""
+    while True:
+        q = _face_minimiser(b, h, s, face)
+        if q is None:
+            return None
+        if (q[face] > 0.0).all():
+            return q
+        idx = np.array(face)
+        shrink = q[idx] <= 0.0
+        steps = p[idx][shrink] / (p[idx][shrink] - q[idx][shrink])
+        p = p + float(steps.min()) * (q - p)
+        face = [i for i in face if p[i] > 1e-15]
+        keep = np.zeros(len(p), dtype=bool)
+        keep[face] = True
+        p = np.where(keep, np.clip(p, 0.0, None), 0.0)
+        p = p / p.sum()
 
 
 def _enumerate(b: np.ndarray, h: np.ndarray, s: float, allow_fail: bool = False) -> np.ndarray | None:
