@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_fixtures import make_batch, split_batch, tiny_model  # noqa: E402
+from engine_fixtures import make_batch, split_batch, tiny_model
 
-from raco.gradients import GradientEngine  # noqa: E402
-from raco.losses import ObjectiveSpec  # noqa: E402
+from raco.gradients import GradientEngine
+from raco.losses import ObjectiveSpec
 
 GLOBAL_PAIRS, MICRO_PAIRS, STEPS = 8, 2, 2
 
@@ -42,7 +42,8 @@ def main(out: Path, path: str) -> None:
         engine.finish_step()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    torch.save({n: p.detach().clone() for n, p in model.named_parameters()}, out / f"params_{world}_{rank}.pt")
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    torch.save(params, out / f"params_{world}_{rank}.pt")
 
 
 if __name__ == "__main__":

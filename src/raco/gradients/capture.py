@@ -135,7 +135,7 @@ class FusedCapture:
     ) -> Any:
         if module is self.input_embeddings and not output.requires_grad:
             output = output.detach().requires_grad_(True)  # the graph's root when weights are frozen
-        if _in_backward():
+        if _in_backward() or not any(p in self._frozen_set for p in module.parameters(recurse=False)):
             return output
         if not isinstance(output, Tensor):
             raise NotImplementedError(f"fused path: {type(module).__name__} returns {type(output).__name__}")

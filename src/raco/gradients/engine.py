@@ -12,9 +12,10 @@ Losses are normalised by the global counts N_i, so 4 micro-batches of 2 pairs gi
 per-objective gradients of 1 batch of 8 (and 2 ranks × 4 pairs those of 1 rank × 8).
 
 Paths (``path=``):
-  * ``"fused"`` (``"auto"``): one forward, ONE backward; per-objective gradients formed by hooks
-    (gradients/capture.py). Exact (tested equal to ``"plain"``).
-  * ``"plain"``: one forward, then one ``autograd.grad`` per objective — the correctness reference.
+  * ``"fused"`` (what ``"auto"`` picks for k ≥ 2): one forward, ONE backward; per-objective
+    gradients formed by hooks (gradients/capture.py). Exact (tested equal to ``"plain"``).
+  * ``"plain"``: one forward, then one ``autograd.grad`` per objective — the correctness reference
+    (and what ``"auto"`` picks for k = 1: a single backward, without hooks).
   * ``"scalarized"``: one backward of Σ w_i L_i straight into ``.grad`` (weighted-sum methods only:
     DPO-LW, AMoPO); no Gram matrix, so no Pareto measure is reported.
 
@@ -124,7 +125,7 @@ class GradientEngine:
         weights: user weights w ∈ simplex, ``[k]``.
         method: name in ``raco.aggregators.AGGREGATORS`` or ``f(gram, weights, **options) -> Aggregation``.
         method_options: e.g. ``{"c": 0.4}`` for cagrad / raco.
-        path: "auto" (= "fused"), "fused", "plain" or "scalarized" (weighted_sum only).
+        path: "auto" (fused, or plain when k = 1), "fused", "plain" or "scalarized" (weighted_sum only).
         solve_per: "step" or "microbatch".
         reference: frozen reference model, callable ``batch -> logps [2B]``, or None (peft: adapters off).
     """
@@ -154,7 +155,8 @@ class GradientEngine:
             raise ValueError("path='scalarized' is exact only for weighted-sum aggregation (a = w)")
         self.model, self.reference = model, reference
         self.method, self.method_options = method, dict(method_options or {})
-        self.path = "fused" if path == "auto" else path
+        # auto: fused for k ≥ 2; for k = 1 the plain path is already a single backward, without hooks
+        self.path = ("fused" if self.k > 1 else "plain") if path == "auto" else path
         self.solve_per = solve_per
         self.params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
         causal_lm = _causal_lm(model)
@@ -256,7 +258,7 @@ class GradientEngine:
         return aggregator(gram, self.weights, **self.method_options)
 
     def _solve_microbatch(self) -> None:
-        gstore.all_reduce_sum([])  # per-micro-batch solving is rank-local (as in the authors' code)
+        # rank-local solve (as in the authors' code); the summed directions are all-reduced at finish_step
         gram = gstore.gram_matrix(self._store, self.k)
         aggregation = self._aggregate(gram)
         gstore.add_direction(self._direction, self._store, aggregation.coefficients)
