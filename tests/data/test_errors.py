@@ -160,3 +160,18 @@ def test_spec_rejects_unknown_keys_and_values():
         DataSpec("x", directions={"a": "down"})
     with pytest.raises(DataError, match="'error' or 'skip'"):
         DataSpec("x", on_invalid="ignore")
+
+
+def test_misspelled_trl_prompt_column_is_not_silently_ignored(write_jsonl):
+    """Without `prompt`, TRL's implicit prompt applies; a near-miss column means a typo, not that."""
+    path = write_jsonl([{"promt": "Hi?", "chosen": "Hello!", "rejected": "Go away."}])
+    err = error_of(path)
+    assert (err.file, err.field, err.suggestion) == (str(path), "prompt", "promt")
+    assert "--column prompt=promt" in str(err)
+
+
+def test_prompt_like_columns_keep_the_implicit_prompt(write_jsonl):
+    """A column that merely contains the word (``prompt_id``) is not taken for a misspelling."""
+    path = write_jsonl([{"prompt_id": 7, "chosen": "Q: hi A: yes", "rejected": "Q: hi A: no"}])
+    (row,) = load(path).rows
+    assert (row.prompt, row.response_1, row.response_2) == ("Q: hi A: ", "yes", "no")

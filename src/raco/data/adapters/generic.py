@@ -72,6 +72,7 @@ def load_trl(records: Records, spec: DataSpec) -> PreferenceDataset:
     """TRL preference rows: chosen is response 1, rejected response 2; prompt explicit or implicit."""
     names = column_names(records, spec)
     records.require(names["chosen"], names["rejected"])
+    reject_misspelled_prompt(records, names["prompt"])
     labels = label_columns(records, spec)
     if labels:
         objectives = tuple(labels)
@@ -91,6 +92,23 @@ def load_trl(records: Records, spec: DataSpec) -> PreferenceDataset:
             signs = read_signs(row, labels) if labels else (1,)
             collector.add(prompt, chosen, rejected, signs, fields=fields)
     return collector.dataset()
+
+
+def reject_misspelled_prompt(records: Records, prompt: str) -> None:
+    """Without a prompt column TRL's implicit prompt is used; a column that looks like a misspelt
+    ``prompt`` (close to it, but not containing it like ``prompt_id``) is an error, not ignored."""
+    if prompt in records.columns:
+        return
+    near = closest_name(prompt, [c for c in records.columns if prompt.lower() not in c.lower()])
+    if near is not None:
+        raise DataError(
+            f"no {prompt!r} column but a column {near!r}: map it (columns: {{prompt: {near}}} or "
+            f"--column prompt={near}) or rename it; without a prompt column the prompt is taken from "
+            "the common start of chosen and rejected",
+            file=records.name,
+            field=prompt,
+            suggestion=near,
+        )
 
 
 def split_implicit_prompt(chosen: Any, rejected: Any, fields: tuple[str, str, str]) -> tuple[Any, Any, Any]:
