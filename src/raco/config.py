@@ -111,6 +111,7 @@ class DataConfig:
     )
     split: str = opt("train", "dataset split of `train` (HF datasets and folders)")
     config_name: str | None = opt(None, "HF dataset configuration name")
+    data_dir: str | None = opt(None, "HF dataset data_dir (e.g. helpful-base for Anthropic/hh-rlhf)")
     revision: str | None = opt(None, "HF dataset revision")
     columns: dict[str, str] = field(
         default_factory=dict,
@@ -121,6 +122,13 @@ class DataConfig:
         default_factory=dict, metadata=meta("objective -> higher|lower (lower flips the sign)")
     )
     options: dict[str, Any] = field(default_factory=dict, metadata=meta("adapter-specific options"))
+    separate: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=meta(
+            "separate-datasets mode: objective -> {path_or_name, adapter, split, data_dir, ...} of a "
+            "chosen/rejected dataset for that objective alone (YAML); replaces `train`"
+        ),
+    )
     on_invalid: str = opt(
         "error", "invalid rows: `error` stops, `skip` counts and drops them", choices=("error", "skip")
     )
@@ -453,8 +461,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("method.path: `scalarized` is exact only for weighted_sum and amopo")
     if cfg.lora.load_in_4bit and not cfg.lora.enabled:
         raise ConfigError("lora.load_in_4bit: QLoRA needs lora.enabled: true")
-    if not cfg.data.train:
-        raise ConfigError("data.train: a training file or dataset name is required")
+    if not cfg.data.train and not cfg.data.separate:
+        raise ConfigError("data.train: a training file or dataset name (or data.separate) is required")
+    if cfg.data.train and cfg.data.separate:
+        raise ConfigError("data.separate: give either data.train or data.separate, not both")
     if cfg.data.max_prompt_length >= cfg.data.max_length:
         raise ConfigError("data.max_prompt_length: must be smaller than data.max_length")
     return cfg

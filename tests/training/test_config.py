@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raco.config import ConfigError, RunConfig, leaf_fields, load_config
+from raco.config import ConfigError, RunConfig, from_dict, leaf_fields, load_config
 from raco.training.cli_train import build_parser, main, parse_train_args
 from raco.training.inputs import check_objectives, load_rows
 
@@ -182,3 +182,43 @@ def test_existing_run_dir_is_never_overwritten_silently(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match=r"already exists.*--resume"):
         train(tree)
     assert (Path(tree["output_dir"]) / "precious.txt").read_text() == "keep"
+
+
+def test_bad_data_is_a_one_paragraph_error_and_leaves_no_run_dir(tiny_config, tmp_path, monkeypatch, capsys):
+    """A malformed data file: exit 2 with file and line named, no traceback, no model, no run dir."""
+    import raco.training.session as session
+
+    monkeypatch.setattr(session, "load_base_model", lambda *a, **k: pytest.fail("model loaded"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "x", "chosen": 3\n')
+    tree = tiny_config()
+    tree["data"]["train"] = str(bad)
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}, line 2: malformed JSON" in err and "Traceback" not in err
+    assert not Path(tree["output_dir"]).exists()
+
+
+def test_separate_datasets_mode_from_config(tiny_config, tmp_path):
+    """data.separate: one chosen/rejected file per objective, merged with sign 0 for the others."""
+    import json
+
+    rows = {
+        "helpful": [{"prompt": f"q{i}", "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(3)],
+        "harmless": [{"prompt": f"r{i}", "chosen": f"safe {i}", "rejected": f"harm {i}"} for i in range(2)],
+    }
+    separate = {}
+    for name, items in rows.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in items))
+        separate[name] = {"path_or_name": str(path)}
+    tree = tiny_config()
+    tree["data"] = {"separate": separate, "eval_fraction": 0.2}
+    tree["objectives"] = [{"name": "helpful", "weight": 0.5}, {"name": "harmless", "weight": 0.5}]
+    cfg = from_dict(tree)
+    names, train_rows, eval_rows, _ = load_rows(cfg)
+    assert names == ("helpful", "harmless")
+    signs = sorted(r.signs for r in [*train_rows, *eval_rows])
+    assert signs == [(0, 1)] * 2 + [(1, 0)] * 3

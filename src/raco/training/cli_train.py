@@ -13,6 +13,7 @@ import typing
 from typing import Any
 
 from raco.config import ConfigError, RunConfig, leaf_fields, load_config
+from raco.data.errors import DataError
 
 DESCRIPTION = """Train a causal LM on multi-objective preference data (RACO and baselines).
 
@@ -134,7 +135,7 @@ def run_train(namespace: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
     try:
         result = resume(namespace.resume) if cfg is None else train(cfg)
-    except ConfigError as err:
+    except (ConfigError, DataError) as err:
         print(f"raco train: error: {err}", file=sys.stderr)
         return 2
     except TrainingStopped as err:

@@ -36,12 +36,16 @@ class PreparedData:
 
 
 def data_spec(data: DataConfig, path: str | None = None, split: str | None = None) -> DataSpec:
-    """The data module's spec for the training (or the given evaluation) source."""
+    """The data module's spec for the training (or the given evaluation) source; in separate-datasets
+    mode the training spec merges one chosen/rejected dataset per objective."""
+    separate = {} if path else {name: DataSpec.from_mapping(part) for name, part in data.separate.items()}
     return DataSpec(
-        path_or_name=path or data.train,
+        path_or_name=path or data.train or None,
+        separate=separate,
         adapter=data.adapter,
         split=split or data.split,
         config_name=data.config_name,
+        data_dir=data.data_dir,
         revision=data.revision,
         columns=dict(data.columns),
         labels=dict(data.labels),

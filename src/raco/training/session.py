@@ -76,8 +76,8 @@ def objective_specs(cfg: RunConfig) -> list[ObjectiveSpec]:
     return specs
 
 
-def prepare_run_dir(cfg: RunConfig, accelerator: Accelerator, resuming: bool) -> Path:
-    """The run directory; an existing one is an error unless resuming or ``overwrite`` is set."""
+def check_run_dir(cfg: RunConfig, resuming: bool) -> bool:
+    """Whether the run directory exists (non-empty); an error unless resuming or ``overwrite``."""
     run_dir = Path(cfg.output_dir)
     exists = run_dir.exists() and any(run_dir.iterdir())
     if exists and not resuming and not cfg.overwrite:
@@ -85,6 +85,13 @@ def prepare_run_dir(cfg: RunConfig, accelerator: Accelerator, resuming: bool) ->
             f"output_dir: {run_dir} already exists; continue it with `raco train --resume {run_dir}`, "
             "choose another output_dir, or set overwrite: true"
         )
+    return exists
+
+
+def prepare_run_dir(cfg: RunConfig, accelerator: Accelerator, resuming: bool) -> Path:
+    """Create the run directory (after the data has been validated, so that bad data leaves none)."""
+    run_dir = Path(cfg.output_dir)
+    exists = check_run_dir(cfg, resuming)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if exists and not resuming:
@@ -167,11 +174,12 @@ def _cached_tables(s: Session, base_fingerprint: str) -> None:
 def setup(cfg: RunConfig, resuming: bool = False) -> Session:
     """Build a run from a validated config (the checkpoint, if resuming, is restored by the caller)."""
     accelerator = make_accelerator(cfg)
-    run_dir = prepare_run_dir(cfg, accelerator, resuming)
+    check_run_dir(cfg, resuming)
     set_seed(cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg, tokenizer)  # checks objectives against the data: before the model loads
     plan = make_plan(cfg, len(data.train), accelerator.num_processes)
+    run_dir = prepare_run_dir(cfg, accelerator, resuming)
     specs = objective_specs(cfg)
     needs_reference = any(spec.needs_reference for spec in specs)
     try:
