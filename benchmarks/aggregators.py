@@ -37,14 +37,16 @@ def run() -> dict[str, dict[str, float]]:
         w = torch.tensor(rng.dirichlet(np.ones(k)))
         row = {}
         for name, method in AGGREGATORS.items():
-            row[name] = time_call(lambda m=method: m(gram, w), number=200 if k <= 8 else 40) * 1e6
-        row["min_norm"] = time_call(lambda: min_norm(gram), number=200 if k <= 8 else 40) * 1e6
+            row[name] = time_call(lambda m=method, h=gram, w=w: m(h, w), number=200 if k <= 8 else 40) * 1e6
+        row["min_norm"] = time_call(lambda h=gram: min_norm(h), number=200 if k <= 8 else 40) * 1e6
         results[str(k)] = row
     return results
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", help="also write the figures (µs per call) to this JSON file")
     args = parser.parse_args()
     results = run()

@@ -112,3 +112,30 @@ def test_gradient_checkpointing_non_reentrant(path, lora):
     _, got = _step(model, [batch], ref, path=path)
     for name, g in want.items():
         torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("solve_per", ["step", "microbatch"])
+def test_non_finite_gradients_discard_the_step(solve_per):
+    """A NaN weight makes every gradient NaN: finish_step (or the micro-batch solve) raises
+    NonFiniteGradientError, writes no .grad, and the engine starts the next step clean."""
+    from raco.gradients import NonFiniteGradientError
+
+    model = tiny_model()
+    batch = make_batch(4, 2, seed=3)
+    ref = _ref_for([batch])
+    engine = GradientEngine(model, SPECS, W, method_options={"c": 0.4}, path="fused", solve_per=solve_per)
+    counts = engine.step_counts([batch])
+    saved = model.model.norm.weight.detach().clone()
+    with torch.no_grad():
+        model.model.norm.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteGradientError, match="NaN or inf"):
+        engine.accumulate(batch, counts=counts, ref_logps=ref)
+        engine.finish_step()
+    assert all(p.grad is None for p in model.parameters())
+    with torch.no_grad():
+        model.model.norm.weight.copy_(saved)
+    engine.discard_step()
+    engine.accumulate(batch, counts=counts, ref_logps=ref)
+    report = engine.finish_step()
+    assert torch.isfinite(report.gram).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -2,12 +2,19 @@
 gradient accumulation and explicit distributed all-reduce."""
 
 from raco.gradients.capture import FusedCapture
-from raco.gradients.engine import GradientEngine, StepReport, pareto_measure, resolve_aggregator
+from raco.gradients.engine import (
+    GradientEngine,
+    NonFiniteGradientError,
+    StepReport,
+    pareto_measure,
+    resolve_aggregator,
+)
 from raco.gradients.store import gram_matrix
 
 __all__ = [
     "FusedCapture",
     "GradientEngine",
+    "NonFiniteGradientError",
     "StepReport",
     "gram_matrix",
     "pareto_measure",

@@ -30,7 +30,6 @@ hooks never fire); per-objective gradients (or directions) are all-reduced expli
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,8 +76,10 @@ class StepReport:
                 out[f"grad_norm/{name}"] = float(self.grad_norms[i])
         if self.pareto_measure is not None:
             out["pareto_measure"] = self.pareto_measure
-        if self.cosines is not None and len(names) == 2:
-            out["grad_cosine"] = float(self.cosines[0, 1])
+        if self.cosines is not None:
+            for i in range(len(names)):
+                for j in range(i + 1, len(names)):
+                    out[f"grad_cosine/{names[i]}|{names[j]}"] = float(self.cosines[i, j])
         out["clip_active"] = float(self.clip_active)
         return out
 
@@ -96,17 +97,15 @@ def resolve_aggregator(method: str | Aggregator) -> Aggregator:
     return AGGREGATORS[method]
 
 
-def pareto_measure(gram: Tensor) -> float | None:
-    """M = ‖Σ p*_i g_i‖ with p* the min-norm point of the hull (ALGORITHM.md §2); None if unavailable."""
-    try:
-        from raco.aggregators import min_norm
-    except ImportError:
-        return None
-    result = min_norm(gram)
-    if hasattr(result, "coefficients"):
-        a = result.coefficients.to(torch.float64)
-        return math.sqrt(max(float(a @ gram @ a), 0.0))
-    return float(result)
+def pareto_measure(gram: Tensor) -> float:
+    """M = min_{p∈Δ} ‖Σ p_i g_i‖ (ALGORITHM.md §2): 0 exactly at Pareto-critical points."""
+    from raco.aggregators import min_norm
+
+    return min_norm(gram)
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A per-objective gradient of this step has NaN/inf; the step was discarded (no ``.grad`` written)."""
 
 
 def gram_summary(gram: Tensor) -> tuple[Tensor, Tensor]:
@@ -163,6 +162,10 @@ class GradientEngine:
         self._capture = FusedCapture(
             causal_lm, causal_lm.get_output_embeddings(), causal_lm.get_input_embeddings()
         )
+        self._reset()
+
+    def discard_step(self) -> None:
+        """Drop everything accumulated since the last ``finish_step`` (e.g. a step that is skipped)."""
         self._reset()
 
     def _reset(self) -> None:
@@ -257,9 +260,18 @@ class GradientEngine:
         aggregator = resolve_aggregator(self.method)
         return aggregator(gram, self.weights, **self.method_options)
 
+    def _check_finite(self, gram: Tensor) -> None:
+        if not bool(torch.isfinite(gram).all()):
+            self._reset()
+            raise NonFiniteGradientError(
+                "a per-objective gradient is NaN or inf; the step was discarded (gradient norms² "
+                f"{gram.diagonal().tolist()})"
+            )
+
     def _solve_microbatch(self) -> None:
         # rank-local solve (as in the authors' code); the summed directions are all-reduced at finish_step
         gram = gstore.gram_matrix(self._store, self.k)
+        self._check_finite(gram)
         aggregation = self._aggregate(gram)
         gstore.add_direction(self._direction, self._store, aggregation.coefficients)
         self._micro_coefficients.append(aggregation.coefficients.to(torch.float64))
@@ -282,6 +294,7 @@ class GradientEngine:
         else:
             gstore.all_reduce_sum(list(self._store.values()))
             gram = gstore.gram_matrix(self._store, self.k)
+            self._check_finite(gram)
             aggregation = self._aggregate(gram)
             gstore.write_direction(self._store, aggregation.coefficients, self.params)
             report = self._report(gram, aggregation, aggregation.coefficients.to(torch.float64))

@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from raco.config import ConfigError, RunConfig, from_dict, load_config
+from raco.gradients import NonFiniteGradientError
 from raco.training import checkpoint as ckpt
 from raco.training.evaluate import evaluate
 from raco.training.inputs import eval_batches, step_micro_batches
@@ -144,10 +145,6 @@ def _step_metrics(s: Session, report, micro_metrics: list[dict], grad_norm: floa
         metrics[key] = sum(values) / len(values)
     if report.dual is not None:
         metrics.update({f"dual/{n}": float(v) for n, v in zip(names, report.dual, strict=True)})
-    if report.cosines is not None and len(names) > 2:
-        for i in range(len(names)):
-            for j in range(i + 1, len(names)):
-                metrics[f"grad_cosine/{names[i]}/{names[j]}"] = float(report.cosines[i, j])
     metrics["grad_norm"] = grad_norm
     metrics["lr"] = s.scheduler.get_last_lr()[0]
     return metrics
@@ -165,9 +162,7 @@ def train_step(s: Session) -> dict[str, float]:
         micro_metrics.append(s.engine.accumulate(batch, counts=counts, ref_logps=ref))
     try:
         report = s.engine.finish_step()
-    except ValueError as err:  # the aggregator rejects a Gram matrix with NaN/inf
-        if "NaN or inf" not in str(err):
-            raise
+    except NonFiniteGradientError:
         return _skip_non_finite(s, micro_metrics)
     max_norm = s.cfg.train.max_grad_norm if s.cfg.train.max_grad_norm is not None else math.inf
     grad_norm = float(torch.nn.utils.clip_grad_norm_(s.params, max_norm))
@@ -189,7 +184,7 @@ def train_step(s: Session) -> dict[str, float]:
 
 def _skip_non_finite(s: Session, micro_metrics: list[dict]) -> dict[str, float]:
     """Discard a step whose per-objective gradients are not finite (no update; counted as skipped)."""
-    s.engine._reset()  # drop the step's accumulated per-objective gradients
+    s.engine.discard_step()
     s.optimizer.zero_grad(set_to_none=True)
     s.skips_in_a_row += 1
     s.skipped_steps += 1
