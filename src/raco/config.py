@@ -70,7 +70,12 @@ class ModelConfig:
         "Hugging Face id, local folder, or built-in name (`tiny-random`, `smollm2-135m-instruct`)",
     )
     revision: str | None = opt(None, "model revision (branch, tag or commit) on the Hub")
-    dtype: str = opt("float32", "weight dtype; float16 trains with a gradient scaler on GPU", choices=DTYPES)
+    dtype: str = opt(
+        "float32",
+        "float32 or bfloat16 weights, or float16 mixed precision (float32 weights, float16 autocast, "
+        "dynamic loss scaling)",
+        choices=DTYPES,
+    )
     gguf_file: str | None = opt(None, "GGUF file name inside `model.name` (a folder or Hub repo)")
     trust_remote_code: bool = opt(False, "allow the model repository's own Python code")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory")

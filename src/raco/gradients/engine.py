@@ -169,6 +169,7 @@ class GradientEngine:
         self._reset()
 
     def _reset(self) -> None:
+        self._scale = 1.0
         self._store: gstore.ParamGrads = {}
         self._direction: gstore.ParamGrads = {}
         self._losses = torch.zeros(self.k, dtype=torch.float64)
@@ -188,12 +189,15 @@ class GradientEngine:
         return counts
 
     def accumulate(
-        self, batch: Batch, *, counts: Tensor, ref_logps: Tensor | None = None
+        self, batch: Batch, *, counts: Tensor, ref_logps: Tensor | None = None, loss_scale: float = 1.0
     ) -> dict[str, float]:
         """Forward + backward(s) of one micro-batch; adds its per-objective gradients to the step.
 
         ``counts``: global N_i from ``step_counts``; ``ref_logps [2B]``: cached reference log-probs
-        (computed here under no_grad from ``reference`` when None and a loss needs them)."""
+        (computed here under no_grad from ``reference`` when None and a loss needs them).
+        ``loss_scale``: factor S seeding the backward passes (float16 mixed precision, see
+        training/precision.py); the stored gradients are divided by S at once, so everything the
+        engine reports and writes is unscaled."""
         if not self._started:
             for p in self.params:
                 p.grad = None
@@ -202,6 +206,7 @@ class GradientEngine:
             ref_logps = reference_logps(self.reference, batch, policy=self.model)
         signs, counts = batch["signs"], torch.as_tensor(counts)
         run = {"fused": self._fused, "plain": self._plain, "scalarized": self._scalarized}[self.path]
+        self._scale = float(loss_scale)
         pair, losses = run(batch, ref_logps, signs, counts)
         self._losses += losses.detach().to(torch.float64).cpu()
         if self.solve_per == "microbatch" and self.path != "scalarized":
@@ -217,7 +222,9 @@ class GradientEngine:
         pair = PairLogps.from_rows(logps, lengths, ref)
         losses = objective_losses(pair, signs, self.objectives, counts)
         per_objective = [
-            torch.autograd.grad(losses[i], self.params, retain_graph=i < self.k - 1, allow_unused=True)
+            torch.autograd.grad(
+                losses[i] * self._scale, self.params, retain_graph=i < self.k - 1, allow_unused=True
+            )
             for i in range(self.k)
         ]
         stacked = {}
@@ -225,7 +232,7 @@ class GradientEngine:
             if any(g[j] is not None for g in per_objective):
                 zero = torch.zeros_like(p)
                 stacked[id(p)] = torch.stack([zero if g[j] is None else g[j] for g in per_objective]).float()
-        gstore.accumulate_into(self._store, stacked)
+        gstore.accumulate_into(self._store, self._unscaled(stacked))
         return pair, losses.detach()
 
     def _fused(
@@ -242,9 +249,9 @@ class GradientEngine:
                     [torch.autograd.grad(losses[i], leaf, retain_graph=True)[0] for i in range(self.k)]
                 )
             capture.set_row_weights(u)
-            logps.backward(torch.ones_like(logps))
+            logps.backward(torch.full_like(logps, self._scale))
         per_objective = capture.collect()
-        gstore.accumulate_into(self._store, per_objective)
+        gstore.accumulate_into(self._store, self._unscaled(per_objective))
         return PairLogps.from_rows(logps.detach(), lengths, ref), losses.detach()
 
     def _scalarized(
@@ -253,8 +260,19 @@ class GradientEngine:
         logps, lengths = response_logps(self.model, batch)
         pair = PairLogps.from_rows(logps, lengths, ref)
         losses = objective_losses(pair, signs, self.objectives, counts)
-        (self.weights.to(losses.dtype) @ losses).backward()
+        scaled = self.weights.to(losses.dtype) @ losses * self._scale
+        grads = torch.autograd.grad(scaled, self.params, allow_unused=True)
+        for p, g in zip(self.params, grads, strict=True):
+            if g is not None:
+                g = g / self._scale
+                p.grad = g if p.grad is None else p.grad + g
         return pair, losses.detach()
+
+    def _unscaled(self, grads: gstore.ParamGrads) -> gstore.ParamGrads:
+        if self._scale != 1.0:
+            for g in grads.values():
+                g.div_(self._scale)
+        return grads
 
     def _aggregate(self, gram: Tensor) -> Any:
         aggregator = resolve_aggregator(self.method)

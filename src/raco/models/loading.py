@@ -103,8 +103,9 @@ def _quantization(lora: LoraConfig):
 
 
 def load_base_model(cfg: ModelConfig, lora: LoraConfig, vocab_size: int) -> nn.Module:
-    """The causal LM named by ``cfg`` in ``cfg.dtype`` (before LoRA)."""
-    dtype = DTYPES[cfg.dtype]
+    """The causal LM named by ``cfg`` in ``cfg.dtype`` (before LoRA); ``float16`` means mixed precision,
+    so its weights stay float32 (training/precision.py)."""
+    dtype = torch.float32 if cfg.dtype == "float16" else DTYPES[cfg.dtype]
     if cfg.name == TINY_RANDOM:
         return tiny_random_model(cfg.seed, vocab_size, dtype)
     source = str(smollm2_model_dir()) if cfg.name == SMOLLM2 else cfg.name

@@ -17,6 +17,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,8 @@ def restore(s: Session, folder: Path) -> None:
     state = saved["state"]
     ckpt.set_python_rng_state(state["rng"])
     s.step, s.skips_in_a_row, s.skipped_steps = state["step"], state["skips_in_a_row"], state["skipped_steps"]
+    if "loss_scale" in state:
+        s.loss_scale.load_state_dict(state["loss_scale"])
     if s.accelerator.is_main_process:
         truncate_metrics(s.run_dir / METRICS_FILE, s.step)
     s.accelerator.wait_for_everyone()
@@ -122,6 +125,7 @@ def save_checkpoint(s: Session) -> Path | None:
             "step": s.step,
             "skips_in_a_row": s.skips_in_a_row,
             "skipped_steps": s.skipped_steps,
+            "loss_scale": s.loss_scale.state_dict(),
             "rng": ckpt.python_rng_state(),
             "processes": s.accelerator.num_processes,
         }
@@ -146,6 +150,8 @@ def _step_metrics(s: Session, report, micro_metrics: list[dict], grad_norm: floa
     if report.dual is not None:
         metrics.update({f"dual/{n}": float(v) for n, v in zip(names, report.dual, strict=True)})
     metrics["grad_norm"] = grad_norm
+    if s.loss_scale.enabled:
+        metrics["loss_scale"] = s.loss_scale.scale
     metrics["lr"] = s.scheduler.get_last_lr()[0]
     return metrics
 
@@ -159,7 +165,9 @@ def train_step(s: Session) -> dict[str, float]:
     micro_metrics = []
     for batch in batches:
         ref = s.train_reference(batch) if s.train_reference is not None else None
-        micro_metrics.append(s.engine.accumulate(batch, counts=counts, ref_logps=ref))
+        with s.autocast():
+            metrics = s.engine.accumulate(batch, counts=counts, ref_logps=ref, loss_scale=s.loss_scale.value)
+        micro_metrics.append(metrics)
     try:
         report = s.engine.finish_step()
     except NonFiniteGradientError:
@@ -170,10 +178,10 @@ def train_step(s: Session) -> dict[str, float]:
     if finite:
         s.optimizer.step()
         s.skips_in_a_row = 0
+        s.loss_scale.success()
     else:
-        s.skips_in_a_row += 1
-        s.skipped_steps += 1
-    s.scheduler.step()
+        _count_skip(s)
+    _advance_schedule(s)
     s.optimizer.zero_grad(set_to_none=True)
     metrics = _step_metrics(s, report, micro_metrics, grad_norm)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches) * s.accelerator.num_processes
@@ -182,15 +190,34 @@ def train_step(s: Session) -> dict[str, float]:
     return metrics
 
 
+def _count_skip(s: Session) -> None:
+    """A step with non-finite gradients or loss. Under float16 loss scaling this is usually an
+    overflow: S is halved and the step does not count towards ``max_consecutive_skips`` while S > 1."""
+    s.skipped_steps += 1
+    overflow = s.loss_scale.enabled and s.loss_scale.scale > 1.0
+    if s.loss_scale.enabled:
+        s.loss_scale.overflow()
+    if not overflow:
+        s.skips_in_a_row += 1
+
+
+def _advance_schedule(s: Session) -> None:
+    """Skipped steps still advance the schedule (the step count is the data position)."""
+    with warnings.catch_warnings():  # torch warns when no optimizer step preceded it: intended here
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        s.scheduler.step()
+
+
 def _skip_non_finite(s: Session, micro_metrics: list[dict]) -> dict[str, float]:
     """Discard a step whose per-objective gradients are not finite (no update; counted as skipped)."""
     s.engine.discard_step()
     s.optimizer.zero_grad(set_to_none=True)
-    s.skips_in_a_row += 1
-    s.skipped_steps += 1
-    s.scheduler.step()
+    _count_skip(s)
+    _advance_schedule(s)
     metrics = {k: v for m in micro_metrics for k, v in m.items()}
     metrics.update(lr=s.scheduler.get_last_lr()[0], skipped=1.0, grad_norm=math.nan, tokens_per_second=0.0)
+    if s.loss_scale.enabled:
+        metrics["loss_scale"] = s.loss_scale.scale
     return metrics
 
 
@@ -199,7 +226,8 @@ def run_evaluation(s: Session) -> dict[str, float]:
     if not s.data.eval:
         return {}
     batches = (s.to_device(b) for b in eval_batches(s.data.eval, s.collator, s.cfg.train.eval_batch_size))
-    return evaluate(s.model, batches, s.specs, s.cfg.weights, s.eval_reference)
+    with s.autocast():
+        return evaluate(s.model, batches, s.specs, s.cfg.weights, s.eval_reference)
 
 
 class _Interrupt:

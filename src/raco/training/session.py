@@ -31,6 +31,7 @@ from raco.models.reference import (
     weights_fingerprint,
 )
 from raco.training.inputs import PreparedData, StepPlan, eval_batches, make_plan, prepare_data
+from raco.training.precision import DynamicLossScale, autocast, uses_mixed_float16
 
 CONFIG_FILE = "config.yaml"
 
@@ -54,10 +55,15 @@ class Session:
     reference_kind: str
     train_reference: Any = None  # callable batch -> [2B] when the reference is cached
     eval_reference: Any = None  # callable batch -> [2B] for evaluation (None: reference-free)
+    loss_scale: DynamicLossScale = field(default_factory=DynamicLossScale)
     step: int = 0
     skips_in_a_row: int = 0
     skipped_steps: int = 0
     extras: dict = field(default_factory=dict)
+
+    def autocast(self):
+        """float16 autocast for mixed-precision runs, else a no-op context."""
+        return autocast(self.cfg.model.dtype, self.accelerator.device)
 
     @property
     def params(self) -> list[nn.Parameter]:
@@ -221,8 +227,10 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
         PairCollator(tokenizer.pad_token_id),
         kind,
     )
+    session.loss_scale.enabled = uses_mixed_float16(cfg.model.dtype)
     if kind == "cached":
-        _cached_tables(session, fingerprint)
+        with session.autocast():
+            _cached_tables(session, fingerprint)
     elif kind == "copy":
         session.eval_reference = lambda batch: reference_logps(ref_model, batch)
     elif kind == "adapter":
