@@ -44,6 +44,7 @@ def main(out: Path, path: str) -> None:
         optimizer.zero_grad(set_to_none=True)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     torch.save(params, out / f"params_{world}_{rank}.pt")
+    accelerator.end_training()  # destroys the process group: gloo threads alive at exit abort the process
 
 
 if __name__ == "__main__":

@@ -124,6 +124,15 @@ def config_from_args(namespace: argparse.Namespace, overrides: dict[str, Any]) -
     return load_config(namespace.config, overrides)
 
 
+def _destroy_process_group() -> None:
+    """End of a `raco train` process: tear down torch.distributed (gloo/NCCL threads still alive at
+    interpreter exit abort the process). The Python API leaves it to the caller, who may train again."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_train(namespace: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """Validate the configuration (before any model load), then train; returns an exit status."""
     try:
@@ -135,6 +144,7 @@ def run_train(namespace: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
     try:
         result = resume(namespace.resume) if cfg is None else train(cfg)
+        _destroy_process_group()
     except (ConfigError, DataError) as err:
         print(f"raco train: error: {err}", file=sys.stderr)
         return 2
