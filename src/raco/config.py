@@ -317,9 +317,30 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"cannot read config {path}: {err}") from err
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
+    if path is not None:
+        _resolve_data_paths(tree, Path(path).parent)
     for key, value in (overrides or {}).items():
         apply_override(tree, key, value)
     return validate(build(RunConfig, tree))
+
+
+def _resolve_data_paths(tree: dict, base: Path) -> None:
+    """Data paths in a YAML file are taken from the current directory, or else, when they exist only
+    there, from the YAML file's own folder (so `raco train --config path/to/x.yaml` works anywhere).
+    Hugging Face dataset names exist in neither place and are left alone."""
+    data = tree.get("data")
+    if not isinstance(data, dict):
+        return
+    holders = [(data, "train"), (data, "eval")]
+    separate = data.get("separate")
+    if isinstance(separate, dict):
+        holders += [(part, "path_or_name") for part in separate.values() if isinstance(part, dict)]
+    for holder, key in holders:
+        value = holder.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists():
+            candidate = base / value
+            if candidate.exists():
+                holder[key] = str(candidate.resolve())
 
 
 def from_dict(tree: dict) -> RunConfig:

@@ -222,3 +222,19 @@ def test_separate_datasets_mode_from_config(tiny_config, tmp_path):
     assert names == ("helpful", "harmless")
     signs = sorted(r.signs for r in [*train_rows, *eval_rows])
     assert signs == [(0, 1)] * 2 + [(1, 0)] * 3
+
+
+def test_data_paths_resolve_from_the_config_folder(tmp_path, monkeypatch):
+    """A relative data path that exists only next to the YAML file is taken from there; one that
+    exists from the current directory, or a hub name, is kept as written."""
+    folder = tmp_path / "exp"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "train.jsonl").write_text("{}\n")
+    config = folder / "run.yaml"
+    config.write_text(yaml.safe_dump({"data": {"train": "data/train.jsonl", "eval": "org/dataset"}}))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(config)
+    assert cfg.data.train == str((folder / "data" / "train.jsonl").resolve())
+    assert cfg.data.eval == "org/dataset"
+    monkeypatch.chdir(folder)
+    assert load_config(config).data.train == "data/train.jsonl"

@@ -83,7 +83,7 @@ def load_records(
     elif path.is_dir():
         records = _load_hf(str(path), split=split, config_name=config_name, data_dir=data_dir, revision=None)
     elif path.suffix.lower() in FILE_SUFFIXES or path_or_name.startswith((".", "/", "~")):
-        raise DataError("no such file", file=path_or_name)
+        raise DataError(f"no such file (looked for {path.resolve()})", file=path_or_name)
     else:
         records = _load_hf(
             path_or_name, split=split, config_name=config_name, data_dir=data_dir, revision=revision
