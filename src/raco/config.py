@@ -18,6 +18,7 @@ Objectives are a list in YAML and are addressed by name on the command line::
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,9 +303,23 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("data.train: a training file or dataset name (or data.separate) is required")
     if cfg.data.train and cfg.data.separate:
         raise ConfigError("data.separate: give either data.train or data.separate, not both")
+    _check_trackers(cfg.log.log_with)
     if cfg.data.max_prompt_length >= cfg.data.max_length:
         raise ConfigError("data.max_prompt_length: must be smaller than data.max_length")
     return cfg
+
+
+def _check_trackers(names: list[str]) -> None:
+    """Tracker names must be accelerate's, and their package installed (checked before any model load)."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    for name in names:
+        if name not in LOGGER_TYPE_TO_CLASS:
+            hint = suggest(name, sorted(LOGGER_TYPE_TO_CLASS))
+            raise ConfigError(f"log.log_with: unknown tracker {name!r}{hint}")
+        modules = ("tensorboard", "tensorboardX") if name == "tensorboard" else (name,)
+        if all(importlib.util.find_spec(m) is None for m in modules):
+            raise ConfigError(f"log.log_with: tracker {name!r} needs the `{modules[0]}` package installed")
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -238,3 +238,10 @@ def test_data_paths_resolve_from_the_config_folder(tmp_path, monkeypatch):
     assert cfg.data.eval == "org/dataset"
     monkeypatch.chdir(folder)
     assert load_config(config).data.train == "data/train.jsonl"
+
+
+def test_trackers_are_checked_before_training(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown tracker 'tensorbord'; did you mean `tensorboard`"):
+        load_config(overrides={"data.train": "x.jsonl", "log.log_with": "tensorbord"})
+    with pytest.raises(ConfigError, match=r"tracker 'aim' needs the `aim` package"):
+        load_config(overrides={"data.train": "x.jsonl", "log.log_with": "aim"})

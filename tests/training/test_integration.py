@@ -124,3 +124,16 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tiny_config):
     from pathlib import Path
 
     assert latest_checkpoint(Path(tree["output_dir"])).name == "step-00000002"
+
+
+def test_tensorboard_tracker_receives_the_metrics(tiny_config):
+    """`log.log_with: [tensorboard]` goes through accelerate's tracker: event files with our scalars."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(tiny_config(**{"train.max_steps": 2, "log.log_with": "tensorboard"}))
+    (events,) = (result.run_dir / "raco").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert {"loss/friendly", "coef/concise", "pareto_measure", "lr"} <= tags
+    assert [e.step for e in accumulator.Scalars("loss/friendly")] == [1, 2]
