@@ -369,5 +369,8 @@ def to_dict(cfg: RunConfig) -> dict:
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
-    """Write ``cfg`` as YAML."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write ``cfg`` as YAML, atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(path)

@@ -137,3 +137,31 @@ def test_tensorboard_tracker_receives_the_metrics(tiny_config):
     tags = set(accumulator.Tags()["scalars"])
     assert {"loss/friendly", "coef/concise", "pareto_measure", "lr"} <= tags
     assert [e.step for e in accumulator.Scalars("loss/friendly")] == [1, 2]
+
+
+def test_out_of_memory_leaves_a_resumable_checkpoint(tiny_config, monkeypatch):
+    """An OOM in step 3 stops the run with a checkpoint of step 2 (the failed step leaves nothing
+    behind); resuming finishes the run with the losses an uninterrupted run logs."""
+    from raco.training.loop import resume
+
+    tree = tiny_config(**{"train.max_steps": 4})
+    uninterrupted = {**tree, "output_dir": tree["output_dir"] + "-uninterrupted"}
+    reference = read_metrics(train(uninterrupted).run_dir)
+    session = setup(from_dict(tree))
+    accumulate = session.engine.accumulate
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # one micro-batch per step: the first one of step 3
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return accumulate(*args, **kwargs)
+
+    monkeypatch.setattr(session.engine, "accumulate", flaky)
+    with pytest.raises(TrainingStopped, match="out of memory at step 3; resumable checkpoint"):
+        run(session)
+    assert latest_checkpoint(session.run_dir).name == "step-00000002"
+    resumed = read_metrics(resume(session.run_dir).run_dir)
+    losses = [(r["step"], r["loss/friendly"]) for r in resumed if "loss/friendly" in r]
+    expected = [(r["step"], r["loss/friendly"]) for r in reference if "loss/friendly" in r]
+    assert losses == expected

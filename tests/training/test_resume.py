@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -82,8 +83,33 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_config, tmp_path):
     assert summary["steps"] == 7
 
 
-def test_resume_rejects_flags_and_unknown_dirs(tmp_path, capsys):
-    assert main(["--resume", str(tmp_path), "--train.lr", "1"]) == 2
-    assert "drop --config and flags" in capsys.readouterr().err
-    assert main(["--resume", str(tmp_path)]) == 2
+def test_resume_rejects_trajectory_flags_and_unknown_dirs(tiny_config, tmp_path, capsys):
+    from raco.training.loop import train
+
+    run_dir = train(tiny_config(**{"train.max_steps": 2})).run_dir
+    assert main(["--resume", str(run_dir), "--train.lr", "1"]) == 2
+    assert "--train.lr: cannot be changed when resuming" in capsys.readouterr().err
+    assert main(["--resume", str(run_dir), "--config", "x.yaml"]) == 2
+    assert "drop --config" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path / "nowhere")]) == 2
     assert "not a raco run directory" in capsys.readouterr().err
+
+
+def test_resume_may_change_logging_and_checkpointing(tiny_config):
+    """Resuming with `--train.keep_last 1 --log.progress false` is allowed and recorded in config.yaml."""
+    from raco.training.loop import resume, train
+
+    tree = tiny_config(**{"train.max_steps": 4, "train.save_every": 1, "train.keep_last": 3})
+
+    def stop(step, metrics):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tree, on_step=stop)
+    run_dir = Path(tree["output_dir"])
+    result = resume(run_dir, overrides={"train.keep_last": 1, "log.progress": False})
+    assert result.steps == 4
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step-00000004"]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["train"]["keep_last"] == 1 and saved["log"]["progress"] is False

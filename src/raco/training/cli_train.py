@@ -114,10 +114,8 @@ def parse_train_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, Any
 def config_from_args(namespace: argparse.Namespace, overrides: dict[str, Any]) -> RunConfig | None:
     """The validated RunConfig of a new run, or None when resuming (the run's own config is used)."""
     if namespace.resume:
-        if namespace.config or overrides:
-            raise ConfigError(
-                "--resume RUN_DIR continues with the run's saved config; drop --config and flags"
-            )
+        if namespace.config:
+            raise ConfigError("--resume RUN_DIR continues with the run's saved config; drop --config")
         return None
     if not namespace.config and not overrides:
         raise ConfigError("give --config CONFIG.yaml (and/or --section.key value flags); see --help")
@@ -143,7 +141,7 @@ def run_train(namespace: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from raco.training.loop import TrainingStopped, resume, train
 
     try:
-        result = resume(namespace.resume) if cfg is None else train(cfg)
+        result = resume(namespace.resume, overrides=overrides) if cfg is None else train(cfg)
         _destroy_process_group()
     except (ConfigError, DataError) as err:
         print(f"raco train: error: {err}", file=sys.stderr)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import yaml
 
-from raco.config import ConfigError, RunConfig, from_dict, load_config
+from raco.config import ConfigError, RunConfig, from_dict, load_config, save_config
 from raco.gradients import NonFiniteGradientError
 from raco.training import checkpoint as ckpt
 from raco.training.evaluate import evaluate
@@ -84,14 +84,44 @@ def train(
     return run(session, on_step)
 
 
-def resume(run_dir: str | Path, on_step: StepCallback | None = None) -> TrainResult:
-    """Continue the run in ``run_dir`` from its newest checkpoint, exactly as if never interrupted."""
+# Options a resumed run may change: they steer logging and checkpointing, never the trajectory.
+RESUME_OVERRIDABLE = (
+    "log.every",
+    "log.log_with",
+    "log.project",
+    "log.progress",
+    "train.save_every",
+    "train.keep_last",
+    "train.eval_every",
+    "train.max_consecutive_skips",
+)
+
+
+def resume(
+    run_dir: str | Path, on_step: StepCallback | None = None, overrides: dict[str, Any] | None = None
+) -> TrainResult:
+    """Continue the run in ``run_dir`` from its newest checkpoint, exactly as if never interrupted.
+
+    ``overrides`` may change only ``RESUME_OVERRIDABLE`` options (logging and checkpointing); the
+    run's ``config.yaml`` is updated with them."""
+    from raco.config import apply_override
+
     run_dir = Path(run_dir)
     config_file = run_dir / CONFIG_FILE
     if not config_file.is_file():
         raise ConfigError(f"--resume: {run_dir} is not a raco run directory (no {CONFIG_FILE})")
-    cfg = from_dict(yaml.safe_load(config_file.read_text()))
+    tree = yaml.safe_load(config_file.read_text())
+    for key, value in (overrides or {}).items():
+        if key not in RESUME_OVERRIDABLE:
+            raise ConfigError(
+                f"--{key}: cannot be changed when resuming (it would change the run's trajectory); "
+                f"resumable options: {', '.join(RESUME_OVERRIDABLE)}"
+            )
+        apply_override(tree, key, value)
+    cfg = from_dict(tree)
     cfg.output_dir = str(run_dir)
+    if overrides:
+        save_config(cfg, config_file)
     session = setup(cfg, resuming=True)
     latest = ckpt.latest_checkpoint(run_dir)
     if latest is not None:
@@ -264,6 +294,10 @@ def _loop(s: Session, log: MetricsLog, on_step: StepCallback | None) -> dict[str
             try:
                 metrics = train_step(s)
             except torch.OutOfMemoryError as err:
+                s.engine.discard_step()  # the failed step leaves nothing behind: state is that of s.step
+                s.optimizer.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
                 path = save_checkpoint(s)
                 raise TrainingStopped(
                     f"out of memory at step {s.step + 1}; resumable checkpoint {path}; "
