@@ -215,12 +215,18 @@ class GradientEngine:
         metrics.update({f"loss/{s.name}": float(v) for s, v in zip(self.objectives, losses, strict=True)})
         return metrics
 
+    def _forward_losses(
+        self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
+    ) -> tuple[PairLogps, Tensor]:
+        """One policy forward with its autograd graph; the k per-objective losses."""
+        logps, lengths = response_logps(self.model, batch)
+        pair = PairLogps.from_rows(logps, lengths, ref)
+        return pair, objective_losses(pair, signs, self.objectives, counts)
+
     def _plain(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
     ) -> tuple[PairLogps, Tensor]:
-        logps, lengths = response_logps(self.model, batch)
-        pair = PairLogps.from_rows(logps, lengths, ref)
-        losses = objective_losses(pair, signs, self.objectives, counts)
+        pair, losses = self._forward_losses(batch, ref, signs, counts)
         per_objective = [
             torch.autograd.grad(
                 losses[i] * self._scale, self.params, retain_graph=i < self.k - 1, allow_unused=True
@@ -257,9 +263,7 @@ class GradientEngine:
     def _scalarized(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
     ) -> tuple[PairLogps, Tensor]:
-        logps, lengths = response_logps(self.model, batch)
-        pair = PairLogps.from_rows(logps, lengths, ref)
-        losses = objective_losses(pair, signs, self.objectives, counts)
+        pair, losses = self._forward_losses(batch, ref, signs, counts)
         scaled = self.weights.to(losses.dtype) @ losses * self._scale
         grads = torch.autograd.grad(scaled, self.params, allow_unused=True)
         for p, g in zip(self.params, grads, strict=True):
