@@ -94,7 +94,6 @@ def test_reference_cache_is_keyed_and_reused(tmp_path):
     assert CachedReference(table)(batch).tolist() == [4.0, 0.0, 5.0, 1.0]  # [y¹ rows, then y² rows]
 
 
-@pytest.mark.slow
 def test_smollm2_loads_from_the_bundled_gguf():
     model, tokenizer = load_policy(ModelConfig(name="smollm2-135m-instruct"), LoraConfig())
     ids = tokenizer("The capital of France is", return_tensors="pt")

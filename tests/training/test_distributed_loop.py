@@ -1,4 +1,4 @@
-"""The loop under two processes (torchrun, gloo) equals one process with the same global batch (slow)."""
+"""The loop under two processes (torchrun, gloo) equals one process with the same global batch."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from raco.training.metrics import read_metrics
 SCRIPT = "import sys\nfrom raco.training.loop import train\ntrain(sys.argv[1])\n"
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
     reason="torchrun not available",

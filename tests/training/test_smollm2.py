@@ -1,18 +1,15 @@
-"""`raco train` on the bundled SmolLM2-135M-Instruct with LoRA (slow: ~1 minute on 2 cores)."""
+"""`raco train` on the bundled SmolLM2-135M-Instruct with LoRA."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-
 from raco.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
 def test_raco_train_smollm2_lora(toy_files, tmp_path):
     train_file, eval_file = toy_files
     status = main(
