@@ -245,3 +245,14 @@ def test_trackers_are_checked_before_training(tmp_path):
         load_config(overrides={"data.train": "x.jsonl", "log.log_with": "tensorbord"})
     with pytest.raises(ConfigError, match=r"tracker 'aim' needs the `aim` package"):
         load_config(overrides={"data.train": "x.jsonl", "log.log_with": "aim"})
+
+
+def test_objectives_follow_the_config_order(tiny_config):
+    """Listing the objectives in another order than the data's reorders every row's signs."""
+    tree = tiny_config()
+    names, rows, _, _ = load_rows(from_dict(tree))
+    tree["objectives"] = list(reversed(tree["objectives"]))
+    swapped_names, swapped, _, _ = load_rows(from_dict(tree))
+    assert swapped_names == tuple(reversed(names))
+    assert [r.signs for r in swapped] == [tuple(reversed(r.signs)) for r in rows]
+    assert any(r.signs[0] != r.signs[1] for r in rows)  # the check has teeth

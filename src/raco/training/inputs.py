@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from raco.config import ConfigError, DataConfig, RunConfig
 from raco.data.collate import PairCollator
+from raco.data.collect import finalize
 from raco.data.load import load_preference_data
 from raco.data.schema import PreferenceDataset, reindexed
 from raco.data.spec import DataSpec
@@ -89,10 +90,11 @@ def _split_holdout(dataset: PreferenceDataset, fraction: float, seed: int) -> tu
 
 def load_rows(cfg: RunConfig) -> tuple[tuple[str, ...], list, list, dict]:
     """Train and eval rows (objectives ordered as in the config) and loading statistics."""
-    first = load_preference_data(data_spec(cfg.data))
-    check_objectives(cfg, first.objectives)
+    loaded = load_preference_data(data_spec(cfg.data))
+    check_objectives(cfg, loaded.objectives)
     names = tuple(o.name for o in cfg.objectives)
-    train = load_preference_data(replace(data_spec(cfg.data), objectives=names))
+    # order the signs as the config lists the objectives (directions were applied when loading)
+    train = finalize(loaded, DataSpec(path_or_name=loaded.source, objectives=names))
     if cfg.data.eval or cfg.data.eval_split:
         evaluation = load_preference_data(
             replace(data_spec(cfg.data, cfg.data.eval, cfg.data.eval_split), objectives=names)
