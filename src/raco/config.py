@@ -65,6 +65,11 @@ class ModelConfig:
     gguf_file: str | None = opt(None, "GGUF file name inside `model.name` (a folder or Hub repo)")
     trust_remote_code: bool = opt(False, "allow the model repository's own Python code")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
+    disable_dropout: bool = opt(
+        True,
+        "set the model's own dropout to 0, as TRL's DPO does (noise-free implicit rewards and reference); "
+        "lora.dropout still applies",
+    )
     reference: str = opt(
         "auto",
         "reference policy: adapter-disabled base (`adapter`, LoRA only), "

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from raco.config import LoraConfig, ModelConfig
-from raco.models.loading import load_policy, tiny_random_model, trainable_parameters
+from raco.models.loading import disable_dropout, load_policy, tiny_random_model, trainable_parameters
 from raco.models.reference import (
     CachedReference,
     cached_reference,
@@ -99,3 +99,33 @@ def test_smollm2_loads_from_the_bundled_gguf():
     ids = tokenizer("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0])
+
+
+def _dropout_model() -> torch.nn.Module:
+    """A GPT-2 (nn.Dropout modules) with dropout 0.5 everywhere, in train mode."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=32)
+    config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = 0.5
+    return GPT2LMHeadModel(config).train()
+
+
+def test_disable_dropout_makes_train_mode_forwards_deterministic():
+    ids = torch.arange(16).unsqueeze(0)
+    model = _dropout_model()
+    assert not torch.equal(model(ids).logits, model(ids).logits)  # dropout is live
+    assert disable_dropout(model) > 0
+    torch.testing.assert_close(model(ids).logits, model(ids).logits, rtol=0, atol=0)
+    llama = tiny_random_model(0, 64)
+    for layer in llama.model.layers:
+        layer.self_attn.attention_dropout = 0.3  # a float used by the attention kernel
+    disable_dropout(llama)
+    assert all(layer.self_attn.attention_dropout == 0.0 for layer in llama.model.layers)
+
+
+def test_policy_keeps_lora_dropout_but_not_the_base_models():
+    lora = LoraConfig(enabled=True, r=4, dropout=0.25, target_modules=["q_proj"])
+    model, _ = load_policy(ModelConfig(name="tiny-random"), lora)
+    rates = {type(m).__name__ + ":" + str(m.p) for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates == {"Dropout:0.25"}
+    assert model.training and ModelConfig().disable_dropout is True  # TRL's default

@@ -162,9 +162,9 @@ def test_cli_errors_before_loading_a_model(tmp_path, monkeypatch, capsys):
 
 
 def test_objectives_must_match_the_data(tiny_config, monkeypatch, capsys):
-    import raco.training.session as session
+    import raco.models.loading as loading
 
-    monkeypatch.setattr(session, "load_base_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(loading, "load_base_model", lambda *a, **k: pytest.fail("model loaded"))
     tree = tiny_config()
     tree["objectives"][0]["name"] = "friendy"
     from raco.training.loop import train
@@ -186,9 +186,9 @@ def test_existing_run_dir_is_never_overwritten_silently(tiny_config, tmp_path):
 
 def test_bad_data_is_a_one_paragraph_error_and_leaves_no_run_dir(tiny_config, tmp_path, monkeypatch, capsys):
     """A malformed data file: exit 2 with file and line named, no traceback, no model, no run dir."""
-    import raco.training.session as session
+    import raco.models.loading as loading
 
-    monkeypatch.setattr(session, "load_base_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(loading, "load_base_model", lambda *a, **k: pytest.fail("model loaded"))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "x", "chosen": 3\n')
     tree = tiny_config()

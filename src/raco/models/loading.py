@@ -118,6 +118,20 @@ def load_base_model(cfg: ModelConfig, lora: LoraConfig, vocab_size: int) -> nn.M
     return AutoModelForCausalLM.from_pretrained(source, **kwargs)
 
 
+def disable_dropout(model: nn.Module) -> int:
+    """Set every ``nn.Dropout`` probability and every float ``attention_dropout`` attribute (used
+    functionally by attention kernels) to 0; returns how many were changed. As TRL's DPO default:
+    dropout makes the policy's implicit reward, and an adapter-disabled reference, random."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, nn.Dropout) and module.p != 0.0:
+            module.p, changed = 0.0, changed + 1
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, float) and rate != 0.0:
+            module.attention_dropout, changed = 0.0, changed + 1
+    return changed
+
+
 def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
     """Wrap ``model`` with peft LoRA adapters (only they are trainable)."""
     import peft
@@ -143,15 +157,27 @@ def enable_gradient_checkpointing(model: nn.Module, lora: bool) -> None:
     model.config.use_cache = False
 
 
+def prepare_base(cfg: ModelConfig, lora: LoraConfig, vocab_size: int) -> nn.Module:
+    """The base model as the policy starts from (dropout disabled unless asked), before LoRA."""
+    model = load_base_model(cfg, lora, vocab_size)
+    if cfg.disable_dropout:
+        disable_dropout(model)  # before LoRA: lora.dropout is the user's explicit choice
+    return model
+
+
+def wrap_policy(base: nn.Module, cfg: ModelConfig, lora: LoraConfig) -> nn.Module:
+    """The trainable policy from its base: LoRA adapters (or full), checkpointing, train mode."""
+    model = apply_lora(base, lora) if lora.enabled else base
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model, lora.enabled)
+    model.train()
+    return model
+
+
 def load_policy(cfg: ModelConfig, lora: LoraConfig) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """The trainable policy (LoRA-wrapped or full) and its tokenizer."""
     tokenizer = load_tokenizer(cfg)
-    model = load_base_model(cfg, lora, len(tokenizer))
-    if lora.enabled:
-        model = apply_lora(model, lora)
-    if cfg.gradient_checkpointing:
-        enable_gradient_checkpointing(model, lora.enabled)
-    return model, tokenizer
+    return wrap_policy(prepare_base(cfg, lora, len(tokenizer)), cfg, lora), tokenizer
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -21,7 +21,7 @@ from raco.config import ConfigError, RunConfig, save_config, to_dict
 from raco.data.collate import PairCollator
 from raco.gradients import GradientEngine
 from raco.losses import ObjectiveSpec, reference_logps
-from raco.models.loading import apply_lora, enable_gradient_checkpointing, load_base_model, load_tokenizer
+from raco.models.loading import load_tokenizer, prepare_base, wrap_policy
 from raco.models.reference import (
     cached_reference,
     compute_reference_table,
@@ -130,14 +130,9 @@ def _optimizer_and_scheduler(cfg: RunConfig, params: list[nn.Parameter], total: 
 
 def _load_model(cfg: RunConfig, tokenizer, kind: str) -> tuple[nn.Module, nn.Module | None]:
     """The policy and, for ``copy``, the frozen reference copy of its initial weights."""
-    model = load_base_model(cfg.model, cfg.lora, len(tokenizer))
-    reference = frozen_copy(model) if kind == "copy" else None
-    if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora)
-    if cfg.model.gradient_checkpointing:
-        enable_gradient_checkpointing(model, cfg.lora.enabled)
-    model.train()
-    return model, reference
+    base = prepare_base(cfg.model, cfg.lora, len(tokenizer))
+    reference = frozen_copy(base) if kind == "copy" else None
+    return wrap_policy(base, cfg.model, cfg.lora), reference
 
 
 def _cached_tables(s: Session, base_fingerprint: str) -> None:
