@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from raco import __version__
@@ -44,6 +45,14 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
     inspect.set_defaults(handler=run_inspect)
 
 
+def _quiet_library_deprecations() -> None:
+    """peft calls a transformers 5 method that transformers itself deprecates; the warning tells a
+    raco user nothing they can act on."""
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``raco`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
@@ -52,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raco.data.errors import DataError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_library_deprecations()
     if argv[:1] == ["train"]:
         from raco.training.cli_train import main as train_main
 
