@@ -1,7 +1,7 @@
 """Per-objective gradients (fused one-backward and plain k-backward paths), Gram matrices,
 gradient accumulation and explicit distributed all-reduce."""
 
-from raco.gradients.capture import FusedCapture
+from raco.gradients.capture import FusedCapture, FusedPathUnsupported
 from raco.gradients.engine import (
     GradientEngine,
     NonFiniteGradientError,
@@ -13,6 +13,7 @@ from raco.gradients.store import gram_matrix
 
 __all__ = [
     "FusedCapture",
+    "FusedPathUnsupported",
     "GradientEngine",
     "NonFiniteGradientError",
     "StepReport",

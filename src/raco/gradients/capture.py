@@ -38,6 +38,10 @@ from torch.utils.hooks import RemovableHandle
 ParamGrads = dict[int, Tensor]  # id(parameter) -> [k, *parameter.shape]
 
 
+class FusedPathUnsupported(RuntimeError):
+    """The model has a trainable module whose per-row gradients the fused path cannot form."""
+
+
 def _in_backward() -> bool:
     return torch._C._current_graph_task_id() != -1
 
@@ -99,7 +103,10 @@ class FusedCapture:
         if len(lead) >= 1 and lead[0] == self._n_rows:
             per_row = int(torch.Size(lead[1:]).numel())
             return torch.arange(self._n_rows, device=device).repeat_interleave(per_row)
-        raise RuntimeError(f"fused path: cannot map inputs {tuple(lead)} of {type(module).__name__} to rows")
+        raise FusedPathUnsupported(
+            f"cannot map the inputs {tuple(lead)} of {type(module).__name__} to rows (a module shared "
+            "across rows, e.g. learned position embeddings broadcast over the batch)"
+        )
 
     def _add(self, param: nn.Parameter, grad: Tensor) -> None:
         grad = grad.to(torch.float32)
@@ -138,7 +145,7 @@ class FusedCapture:
         if _in_backward() or not any(p in self._frozen_set for p in module.parameters(recurse=False)):
             return output
         if not isinstance(output, Tensor):
-            raise NotImplementedError(f"fused path: {type(module).__name__} returns {type(output).__name__}")
+            raise FusedPathUnsupported(f"{type(module).__name__} returns {type(output).__name__}")
         detach = lambda v: v.detach() if isinstance(v, Tensor) else v  # noqa: E731
         record = _LocalRecord(
             module,

@@ -13,7 +13,9 @@ per-objective gradients of 1 batch of 8 (and 2 ranks × 4 pairs those of 1 rank 
 
 Paths (``path=``):
   * ``"fused"`` (what ``"auto"`` picks for k ≥ 2): one forward, ONE backward; per-objective
-    gradients formed by hooks (gradients/capture.py). Exact (tested equal to ``"plain"``).
+    gradients formed by hooks (gradients/capture.py). Exact (tested equal to ``"plain"``). A model it
+    cannot decompose per row (e.g. GPT-2's learned position embeddings, shared across rows) raises
+    ``FusedPathUnsupported``; under ``"auto"`` the engine then warns and uses ``"plain"``.
   * ``"plain"``: one forward, then one ``autograd.grad`` per objective — the correctness reference
     (and what ``"auto"`` picks for k = 1: a single backward, without hooks).
   * ``"scalarized"``: one backward of Σ w_i L_i straight into ``.grad`` (weighted-sum methods only:
@@ -30,6 +32,7 @@ hooks never fire); per-objective gradients (or directions) are all-reduced expli
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from raco.gradients import store as gstore
-from raco.gradients.capture import FusedCapture
+from raco.gradients.capture import FusedCapture, FusedPathUnsupported
 from raco.losses.logps import Batch, Reference, _causal_lm, reference_logps, response_logps
 from raco.losses.pairwise import (
     ObjectiveSpec,
@@ -156,6 +159,7 @@ class GradientEngine:
         self.method, self.method_options = method, dict(method_options or {})
         # auto: fused for k ≥ 2; for k = 1 the plain path is already a single backward, without hooks
         self.path = ("fused" if self.k > 1 else "plain") if path == "auto" else path
+        self._auto = path == "auto"
         self.solve_per = solve_per
         self.params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
         causal_lm = _causal_lm(model)
@@ -207,7 +211,19 @@ class GradientEngine:
         signs, counts = batch["signs"], torch.as_tensor(counts)
         run = {"fused": self._fused, "plain": self._plain, "scalarized": self._scalarized}[self.path]
         self._scale = float(loss_scale)
-        pair, losses = run(batch, ref_logps, signs, counts)
+        try:
+            pair, losses = run(batch, ref_logps, signs, counts)
+        except FusedPathUnsupported as err:
+            if not self._auto:
+                raise FusedPathUnsupported(f"path='fused' does not support this model: {err}") from err
+            warnings.warn(
+                f"the fused one-backward path does not support this model ({err}); using the plain "
+                "path (one backward per objective), which is exact but slower",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.path = "plain"
+            pair, losses = self._plain(batch, ref_logps, signs, counts)
         self._losses += losses.detach().to(torch.float64).cpu()
         if self.solve_per == "microbatch" and self.path != "scalarized":
             self._solve_microbatch()
