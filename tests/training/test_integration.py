@@ -51,6 +51,7 @@ def test_outputs_are_hugging_face_loadable(tiny_config):
     result = train(tiny_config(**{"train.max_steps": 2}))
     summary = json.loads(result.summary_file.read_text())
     assert summary["steps"] == 2 and summary["data"]["train_rows"] == 96
+    assert summary["gradient_path"] == "fused"  # k = 2 with `auto` on a Llama
     assert {"config", "versions", "final_metrics", "data"} <= set(summary)
     loaded = AutoModelForCausalLM.from_pretrained(result.model_dir)
     saved = load_file(str(latest_checkpoint(result.run_dir) / "trainable.safetensors"))

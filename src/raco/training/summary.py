@@ -47,6 +47,7 @@ def save_final(session, final_metrics: dict[str, float], wall_seconds: float) ->
         "objectives": [spec.name for spec in session.specs],
         "weights": session.cfg.weights,
         "method": session.cfg.method.name,
+        "gradient_path": session.engine.path,  # after any fallback of `auto`
         "reference": session.reference_kind,
         "steps": session.step,
         "total_steps": session.plan.total_steps,
