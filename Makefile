@@ -26,6 +26,7 @@ test: lint
 
 bench: venv
 	$(BIN)/python benchmarks/aggregators.py
+	$(BIN)/python benchmarks/step_cost.py --repeats 3 --json benchmarks/step_cost.json
 
 clean-venv:
 	rm -rf $(VENV)
