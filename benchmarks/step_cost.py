@@ -5,11 +5,14 @@ each reports its best of ``--repeats`` timed steps (after one warm-up), so load 
 on the machine penalises no variant in particular.
 
 Models: a random Llama (hidden 256, 4 layers, vocab 2048; full fine-tuning) and SmolLM2-135M-Instruct
-with LoRA r=8 on q/v. Peak memory is the process RSS high-water mark during the step above the RSS
-before it (sampled every 2 ms; CPU has no allocator statistics). The script re-executes itself with
-``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensor memory goes back to the OS and RSS tracks live memory.
+with LoRA r=8 on q/v; on a GPU also (``--model qwen3``) a random model shaped like Qwen3-0.6B (hidden
+1024, 28 layers, 16/8 heads, vocab 151936), full fine-tuning in bfloat16. On CPU, peak memory is the
+process RSS high-water mark during the step above the RSS before it (sampled every 2 ms; CPU has no
+allocator statistics; the script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed
+tensor memory goes back to the OS and RSS tracks live memory); on CUDA it is the allocator's peak.
 
-    python benchmarks/step_cost.py --json benchmarks/step_cost.json
+    python benchmarks/step_cost.py --json benchmarks/step_cost.json                  # CPU: full + lora
+    python benchmarks/step_cost.py --device cuda --dtype bfloat16 --model qwen3 lora --json gpu.json
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ from raco.gradients import GradientEngine
 from raco.losses import ObjectiveSpec
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+DEVICE = torch.device("cpu")
+DTYPE = torch.float32
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def rss() -> int:
@@ -39,9 +49,14 @@ def rss() -> int:
 
 
 class PeakRSS:
-    """Highest RSS above the starting RSS while the block runs (background sampling)."""
+    """Highest RSS above the starting RSS while the block runs (background sampling); on CUDA the
+    allocator's peak above the memory allocated at the start."""
 
     def __enter__(self) -> PeakRSS:
+        if DEVICE.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.start = self.peak = torch.cuda.memory_allocated()
+            return self
         self.start = self.peak = rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -53,6 +68,9 @@ class PeakRSS:
             self.peak = max(self.peak, rss())
 
     def __exit__(self, *exc: object) -> None:
+        if DEVICE.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated()
+            return
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, rss())
@@ -74,13 +92,14 @@ def make_batch(n_pairs: int, prompt: int, response: int, vocab: int, k: int, see
     response_mask = attention & (pos >= prompt)
     signs = torch.tensor([1.0, -1.0, 1.0, -1.0, 0.0])[torch.randint(0, 5, (n_pairs, k), generator=g)]
     signs[0] = 1.0  # every objective has at least one non-tie row
-    return {
+    batch = {
         "input_ids": ids * attention,
         "attention_mask": attention.long(),
         "response_mask": response_mask,
         "signs": signs,
         "row_index": torch.arange(n_pairs),
     }
+    return {key: value.to(DEVICE) for key, value in batch.items()}
 
 
 def engine_step(model: nn.Module, reference: nn.Module | None, k: int, path: str, method: str) -> Callable:
@@ -115,9 +134,9 @@ def trl_step(model: nn.Module, reference: nn.Module | None, tokenizer, out_dir: 
         output_dir=out_dir,
         beta=0.1,
         report_to=[],
-        use_cpu=True,
+        use_cpu=DEVICE.type == "cpu",
         save_strategy="no",
-        bf16=False,
+        bf16=torch.bfloat16 == DTYPE,
         gradient_checkpointing=False,
         precompute_ref_log_probs=False,
     )
@@ -149,8 +168,10 @@ def run_variants(variants: dict[str, Callable], batches: dict[str, dict], repeat
     for _ in range(repeats):
         for name, step in variants.items():
             with PeakRSS() as mem:
+                sync()
                 t0 = time.perf_counter()
                 step(batches[name])
+                sync()
                 times[name].append(time.perf_counter() - t0)
             peaks[name] = max(peaks[name], mem.delta)
     return {n: (min(times[n]), peaks[n]) for n in variants}
@@ -179,9 +200,30 @@ def full_model() -> tuple[nn.Module, nn.Module, object, int]:
         num_key_value_heads=2,
         max_position_embeddings=256,
     )
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config).to(DEVICE, DTYPE)
     reference = copy.deepcopy(model).requires_grad_(False)
     return model, reference, word_tokenizer(2048), 2048
+
+
+def qwen3_model(layers: int = 28) -> tuple[nn.Module, nn.Module, object, int]:
+    """A random model shaped like Qwen3-0.6B (full fine-tuning)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=151936,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+    )
+    model = Qwen3ForCausalLM(config).to(DEVICE, DTYPE)
+    reference = copy.deepcopy(model).requires_grad_(False)
+    return model, reference, word_tokenizer(151936), 151936
 
 
 def lora_model() -> tuple[nn.Module, None, object, int]:
@@ -191,7 +233,7 @@ def lora_model() -> tuple[nn.Module, None, object, int]:
     from raco.models.loading import smollm2_model_dir
 
     folder = smollm2_model_dir()
-    base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=DTYPE).to(DEVICE)
     torch.manual_seed(0)
     model = get_peft_model(
         base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
@@ -230,37 +272,58 @@ def ratio(rows: dict, k: int, name: str, base: str = "weighted_sum", index: int 
     return round(rows[k][name][index] / max(rows[k][base][index], 1e-12), 3)
 
 
+def summarise(prefix: str, rows: dict, ks: list[int]) -> dict[str, float]:
+    """Ratios to the weighted-sum step for one model, keyed ``<prefix>_<variant>_k<k>_ratio``."""
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"{prefix}_fused_k{k}_ratio"] = ratio(rows, k, "raco_fused")
+        out[f"{prefix}_plain_k{k}_ratio"] = ratio(rows, k, "raco_plain")
+        out[f"{prefix}_fused_k{k}_peak_memory_ratio"] = ratio(rows, k, "raco_fused", index=1)
+    if 1 in ks:  # "ours" at k = 1 is what path="auto" runs there: the plain path (one backward, no hooks)
+        out[f"{prefix}_ours_vs_trl_k1_ratio"] = ratio(rows, 1, "raco_plain", "trl_dpo")
+    return out
+
+
+MODELS = {  # title, default batch shape (pairs, prompt tokens, max response tokens)
+    "full": ("random Llama h256 L4 V2048, full fine-tuning", (8, 32, 96)),
+    "lora": ("SmolLM2-135M-Instruct, LoRA r=8 on q/v", (2, 24, 48)),
+    "qwen3": ("random Qwen3-0.6B shape, full fine-tuning", (8, 128, 384)),
+}
+
+
 def main() -> None:
+    global DEVICE, DTYPE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, default=None, help="write the ratios to this JSON file")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-lora", action="store_true", help="only the random full fine-tuning model")
+    parser.add_argument("--model", nargs="+", choices=sorted(MODELS), default=["full", "lora"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--qwen3-layers", type=int, default=28, help="fewer layers for a quick check")
+    parser.add_argument(
+        "--shape", type=int, nargs=3, metavar=("PAIRS", "PROMPT", "RESPONSE"), help="override batch shapes"
+    )
     args = parser.parse_args()
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # make RSS follow live allocations (see docstring)
+    DEVICE, DTYPE = torch.device(args.device), getattr(torch, args.dtype)
+    if DEVICE.type == "cpu" and "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # RSS follows live memory
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.manual_seed(0)
-    out_dir = "/tmp/raco-step-cost"
-    result: dict[str, float] = {}
-    print("full fine-tuning, random Llama h256 L4 V2048, 8 pairs x (32 prompt + <=96 response tokens)")
-    full = bench_model(full_model, args.ks, (8, 32, 96), args.repeats, out_dir)
-    if 2 in args.ks:
-        result["full_fused_k2_ratio"] = ratio(full, 2, "raco_fused")
-        result["full_plain_k2_ratio"] = ratio(full, 2, "raco_plain")
-    # "ours" at k = 1 is what path="auto" runs there: the plain path (a single backward, no hooks)
-    result["full_ours_vs_trl_k1_ratio"] = ratio(full, 1, "raco_plain", "trl_dpo")
-    for k in args.ks:
-        result[f"full_fused_k{k}_ratio"] = ratio(full, k, "raco_fused")
-    if not args.skip_lora:
-        print("SmolLM2-135M-Instruct, LoRA r=8 on q/v, 2 pairs x (24 prompt + <=48 response tokens)")
-        lora = bench_model(lora_model, args.ks, (2, 24, 48), args.repeats, out_dir)
-        for k in args.ks:
-            result[f"lora_fused_k{k}_ratio"] = ratio(lora, k, "raco_fused")
-            result[f"lora_plain_k{k}_ratio"] = ratio(lora, k, "raco_plain")
-            result[f"lora_fused_k{k}_peak_memory_ratio"] = ratio(lora, k, "raco_fused", index=1)
-        result["ours_vs_trl_k1_ratio"] = ratio(lora, 1, "raco_plain", "trl_dpo")
-        result["lora_seconds_weighted_sum_k1"] = round(lora[1]["weighted_sum"][0], 3)
+    builders = {"full": full_model, "lora": lora_model, "qwen3": lambda: qwen3_model(args.qwen3_layers)}
+    name = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"
+    result: dict[str, object] = {"device": name, "dtype": args.dtype}
+    for model in args.model:
+        title, shape = MODELS[model]
+        shape = tuple(args.shape) if args.shape else shape
+        pairs, prompt, response = shape
+        print(
+            f"{title}, {pairs} pairs x ({prompt} prompt + <={response} response tokens) [{name}, {args.dtype}]"
+        )
+        rows = bench_model(builders[model], args.ks, shape, args.repeats, "/tmp/raco-step-cost")
+        result.update(summarise(model, rows, args.ks))
+    if "lora" in args.model and 1 in args.ks:  # the issue's key names
+        result["ours_vs_trl_k1_ratio"] = result["lora_ours_vs_trl_k1_ratio"]
     print(json.dumps(result, indent=1))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
