@@ -317,9 +317,8 @@ def main() -> None:
         title, shape = MODELS[model]
         shape = tuple(args.shape) if args.shape else shape
         pairs, prompt, response = shape
-        print(
-            f"{title}, {pairs} pairs x ({prompt} prompt + <={response} response tokens) [{name}, {args.dtype}]"
-        )
+        batch = f"{pairs} pairs x ({prompt} prompt + <={response} response tokens)"
+        print(f"{title}, {batch} [{name}, {args.dtype}]")
         rows = bench_model(builders[model], args.ks, shape, args.repeats, "/tmp/raco-step-cost")
         result.update(summarise(model, rows, args.ks))
     if "lora" in args.model and 1 in args.ks:  # the key names
