@@ -181,7 +181,8 @@ class MethodConfig:
     )
     path: str = opt(
         "auto",
-        "per-objective gradients: `fused` (one backward, exact; = auto), `plain` (k backward passes), "
+        "per-objective gradients: `auto` (fused; plain for k = 1 or a model fused cannot split), "
+        "`fused` (one backward, exact), `plain` (k backward passes), "
         "`scalarized` (one backward of the weighted loss; weighted_sum/amopo only, no Gram metrics)",
         choices=("auto", "fused", "plain", "scalarized"),
     )
