@@ -9,7 +9,7 @@ VOCAB = 128
 
 
 def tiny_model(arch: str = "llama", seed: int = 0, tie: bool = False) -> nn.Module:
-    """A 2-layer causal LM with hidden 32 (Llama- or Qwen2-style), float32, eval mode (no dropout)."""
+    """A 2-layer causal LM with hidden 32 (Llama-, Qwen2- or GPT-2-style), float32, no dropout."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
@@ -25,8 +25,14 @@ def tiny_model(arch: str = "llama", seed: int = 0, tie: bool = False) -> nn.Modu
     )
     if arch == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common))
-    else:
+    elif arch == "qwen":
         model = Qwen2ForCausalLM(Qwen2Config(**common))  # q/k/v projections carry biases
+    else:  # gpt2: Conv1D projections, learned position embeddings broadcast over the batch
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=64)
+        config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = 0.0
+        return GPT2LMHeadModel(config).float()
     # random norm weights so their gradients are non-trivial
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -97,25 +97,6 @@ def test_peft_reference_is_the_base_model():
     assert "rewards/margins" in metrics
 
 
-def _gpt2():
-    """GPT-2: Conv1D projections and learned position embeddings broadcast over the batch."""
-    from engine_fixtures import VOCAB
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=VOCAB,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        n_positions=64,
-        resid_pdrop=0,
-        embd_pdrop=0,
-        attn_pdrop=0,
-    )
-    return GPT2LMHeadModel(config).float()
-
-
 def test_unsupported_model_falls_back_to_plain_under_auto():
     """The fused path cannot split GPT-2's shared position embeddings per row: `auto` warns and
     gives exactly the plain path's gradients; an explicit `fused` is a clear error."""
@@ -123,11 +104,11 @@ def test_unsupported_model_falls_back_to_plain_under_auto():
 
     batch = make_batch(4, 2, seed=2, ties=True)
     ref = torch.randn(8, generator=torch.Generator().manual_seed(5)) - 20
-    plain = per_objective_grads(_gpt2(), 2, "plain", batch, ref)
+    plain = per_objective_grads(tiny_model("gpt2"), 2, "plain", batch, ref)
     with pytest.warns(RuntimeWarning, match="fused one-backward path does not support this model"):
-        auto = per_objective_grads(_gpt2(), 2, "auto", batch, ref)
+        auto = per_objective_grads(tiny_model("gpt2"), 2, "auto", batch, ref)
     assert plain and len(plain) == len(auto)  # same parameter order: compare in order
     for g, h in zip(plain.values(), auto.values(), strict=True):
         torch.testing.assert_close(h, g, rtol=0, atol=0)
     with pytest.raises(FusedPathUnsupported, match="position embeddings"):
-        per_objective_grads(_gpt2(), 2, "fused", batch, ref)
+        per_objective_grads(tiny_model("gpt2"), 2, "fused", batch, ref)
