@@ -127,3 +127,29 @@ def test_raco_equals_cagrad_when_the_dual_stays_below_the_weights() -> None:
     gram, w = torch.eye(3), torch.full((3,), 1 / 3)
     torch.testing.assert_close(raco(gram, w).coefficients, cagrad(gram, w).coefficients)
     assert not raco(gram, w).clip_active
+
+
+def _wild_instance(seed: int, ks: list[int]):
+    """Gradient norms spread over six orders of magnitude, rank-deficient or not."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.choice(ks))
+    dim = int(rng.choice([1, 2, 11]))
+    g = rng.standard_normal((k, dim)) * (10 ** rng.uniform(-3, 3, size=k))[:, None]
+    w = rng.dirichlet(np.ones(k) * rng.uniform(0.2, 3))
+    return torch.tensor(g @ g.T), torch.tensor(w), float(rng.uniform(0.01, 0.99))
+
+
+# Instances that once ended uncertified: a tiny coordinate p₂ = 1 − λ losing its relative precision
+# (k = 2), and a null space missed because its threshold ignored the gradients' scales (k = 3).
+WILD_REGRESSIONS = [(s, [2]) for s in (500, 855, 2660, 3627, 3703)] + [(s, [2, 2, 3]) for s in (2570, 3940)]
+
+
+@pytest.mark.parametrize("seed,ks", WILD_REGRESSIONS)
+def test_certified_across_wildly_different_gradient_scales(seed: int, ks: list[int]) -> None:
+    import warnings
+
+    gram, w, c = _wild_instance(seed, ks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # an uncertified dual warns
+        for method, options in ((cagrad, {"c": c}), (raco, {"c": c}), (mgda, {})):
+            assert torch.isfinite(method(gram, w, **options).coefficients).all()

@@ -135,8 +135,8 @@ def _best_of(p: np.ndarray | None, q: np.ndarray | None, b: np.ndarray, h: np.nd
 
 def _solve_two(b: np.ndarray, h: np.ndarray, s: float) -> np.ndarray:
     """k = 2 in closed form (see module docstring)."""
-    lam, _ = _best_on_edge(float(b[0]), float(b[1]), float(h[0, 0]), float(h[0, 1]), float(h[1, 1]), s)
-    return np.array([lam, 1.0 - lam])
+    p1, p2, _ = _best_on_edge(float(b[0]), float(b[1]), float(h[0, 0]), float(h[0, 1]), float(h[1, 1]), s)
+    return np.array([p1, p2])
 
 
 def _edge_value(lam: float, b1: float, b2: float, h11: float, h12: float, h22: float, s: float) -> float:
@@ -145,9 +145,23 @@ def _edge_value(lam: float, b1: float, b2: float, h11: float, h12: float, h22: f
     return lam * b1 + mu * b2 + s * math.sqrt(max(q, 0.0))
 
 
-def _best_on_edge(b1: float, b2: float, h11: float, h12: float, h22: float, s: float) -> tuple[float, float]:
-    """argmin over λ ∈ [0, 1] of h(λ) = λb₁ + (1−λ)b₂ + s·sqrt(Q(λ)): best of the endpoints, the
-    min-norm point (where h may be non-smooth) and the roots of the squared stationarity equation."""
+def _best_on_edge(
+    b1: float, b2: float, h11: float, h12: float, h22: float, s: float
+) -> tuple[float, float, float]:
+    """(p₁, p₂, value) minimising h(λ) = λb₁ + (1−λ)b₂ + s·sqrt(Q(λ)) over λ = p₁ ∈ [0, 1]: the best
+    of the endpoints, the min-norm point (where h may be non-smooth) and the roots of the squared
+    stationarity equation. An interior answer is refined in the coordinate that is the smaller one,
+    so that a tiny p₂ = 1 − λ keeps its relative precision."""
+    lam, value = _edge_minimum(b1, b2, h11, h12, h22, s)
+    if 0.5 < lam < 1.0:  # the same edge seen from the other end: μ = 1 − λ, b and H swapped
+        a = h11 - 2.0 * h12 + h22
+        mu = _newton_polish(1.0 - lam, a, 2.0 * h12 - 2.0 * h11, h11, b2 - b1, s)
+        return 1.0 - mu, mu, value
+    return lam, 1.0 - lam, value
+
+
+def _edge_minimum(b1: float, b2: float, h11: float, h12: float, h22: float, s: float) -> tuple[float, float]:
+    """(λ, h(λ)) of the best candidate on the edge (see ``_best_on_edge``)."""
     a, bq = h11 - 2.0 * h12 + h22, 2.0 * h12 - 2.0 * h22  # Q(λ) = aλ² + bq·λ + h22
     delta = b1 - b2
     candidates = [0.0, 1.0]
@@ -155,11 +169,29 @@ def _best_on_edge(b1: float, b2: float, h11: float, h12: float, h22: float, s: f
         candidates.append(min(max(-bq / (2.0 * a), 0.0), 1.0))
     # squared stationarity: a(s²a − δ²)λ² + bq(s²a − δ²)λ + (s²bq²/4 − δ²h22) = 0
     e = s * s * a - delta * delta
-    candidates += _real_roots(a * e, bq * e, s * s * bq * bq / 4.0 - delta * delta * h22)
+    roots = _real_roots(a * e, bq * e, s * s * bq * bq / 4.0 - delta * delta * h22)
+    candidates += [_newton_polish(r, a, bq, h22, delta, s) if 0.0 < r < 1.0 else r for r in roots]
     return min(
         ((lam, _edge_value(lam, b1, b2, h11, h12, h22, s)) for lam in candidates if 0.0 <= lam <= 1.0),
         key=lambda pair: pair[1],
     )
+
+
+def _newton_polish(lam: float, a: float, bq: float, h22: float, delta: float, s: float) -> float:
+    """A root of the squared stationarity equation, refined by Newton steps on h'(λ) = 0 itself:
+    h' = δ + s(2aλ + b_q)/(2√Q), h'' = s(4aQ − (2aλ + b_q)²)/(4Q^{3/2}). Squaring loses digits when
+    the gradients' scales differ by orders of magnitude; a few steps recover them."""
+    for _ in range(4):
+        q = a * lam * lam + bq * lam + h22
+        slope = 2.0 * a * lam + bq
+        curvature = s * (4.0 * a * q - slope * slope)
+        if q <= 0.0 or curvature <= 0.0:
+            break
+        step = (delta + s * slope / (2.0 * math.sqrt(q))) * 4.0 * q**1.5 / curvature
+        if not 0.0 <= lam - step <= 1.0:
+            break
+        lam -= step
+    return lam
 
 
 def _solve_three(b: np.ndarray, h: np.ndarray, s: float) -> np.ndarray:
@@ -182,9 +214,9 @@ def _solve_three(b: np.ndarray, h: np.ndarray, s: float) -> np.ndarray:
             edges = [i for i in range(3) if q[i] < 0.0]
     for i in edges:
         j, l = [x for x in range(3) if x != i]
-        lam, value = _best_on_edge(bl[j], bl[l], hl[j][j], hl[j][l], hl[l][l], s)
+        pj, pl, value = _best_on_edge(bl[j], bl[l], hl[j][j], hl[j][l], hl[l][l], s)
         p = [0.0, 0.0, 0.0]
-        p[j], p[l] = lam, 1.0 - lam
+        p[j], p[l] = pj, pl
         candidates.append((p, value))
     return np.array(min(candidates, key=lambda pair: pair[1])[0])
 
@@ -325,14 +357,25 @@ def _enumerate(b: np.ndarray, h: np.ndarray, s: float, allow_fail: bool = False)
 
 
 def _zero_norm_points(h: np.ndarray, face: list[int]) -> list[np.ndarray]:
-    """Simplex points p supported on ``face`` with Hp = 0, from a one-dimensional null space."""
-    evals, evecs = np.linalg.eigh(h[np.ix_(face, face)])
-    scale = max(float(evals[-1]), 1e-300)
-    null = evecs[:, evals <= 1e-10 * scale]
+    """Simplex points p supported on ``face`` with Hp = 0, from a one-dimensional null space.
+
+    The null space is found on the correlation matrix C = D^{-1/2} H_SS D^{-1/2} (unit diagonal), so
+    the threshold does not depend on how different the gradients' norms are; Hv = 0 ⇔ C D^{1/2} v = 0.
+    A zero gradient (zero diagonal) is left to its vertex, which is always a candidate."""
+    hs = h[np.ix_(face, face)]
+    scale = np.sqrt(np.clip(np.diag(hs), 0.0, None))
+    if (scale <= 0.0).any():
+        return []
+    evals, evecs = np.linalg.eigh(hs / np.outer(scale, scale))
+    null = evecs[:, evals <= 1e-10 * max(float(evals[-1]), 1e-300)]
     if null.shape[1] != 1:
         return []
-    vec = null[:, 0] / null[:, 0].sum() if abs(null[:, 0].sum()) > 1e-12 else None
-    if vec is None or (vec < -1e-12).any():
+    vec = null[:, 0] / scale
+    total = vec.sum()
+    if abs(total) <= 1e-12 * np.abs(vec).sum():
+        return []
+    vec = vec / total
+    if (vec < -1e-12).any():
         return []
     p = np.zeros(h.shape[0])
     p[face] = np.clip(vec, 0.0, None)
