@@ -143,6 +143,13 @@ def count_nonzero_signs(signs: Tensor) -> Tensor:
     return (signs != 0).sum(dim=0).to(torch.float64)
 
 
+def implicit_rewards(pair: PairLogps, spec: ObjectiveSpec) -> tuple[Tensor, Tensor]:
+    """Unscaled implicit rewards of y¹ and y²: π − ρ, or π/n for reference-free losses (SimPO's)."""
+    if spec.loss in REFERENCE_FREE:
+        return pair.policy_1 / pair.length_1.clamp(min=1), pair.policy_2 / pair.length_2.clamp(min=1)
+    return pair.policy_1 - pair.ref_1, pair.policy_2 - pair.ref_2
+
+
 def objective_metrics(
     pair: PairLogps, signs: Tensor, objectives: tuple[ObjectiveSpec, ...] | list[ObjectiveSpec]
 ) -> dict[str, float]:
@@ -156,11 +163,7 @@ def objective_metrics(
     for i, spec in enumerate(objectives):
         s = signs[:, i]
         keep = s != 0
-        if spec.loss in REFERENCE_FREE:
-            r1 = pair.policy_1 / pair.length_1.clamp(min=1)
-            r2 = pair.policy_2 / pair.length_2.clamp(min=1)
-        else:
-            r1, r2 = pair.policy_1 - pair.ref_1, pair.policy_2 - pair.ref_2
+        r1, r2 = implicit_rewards(pair, spec)
         r1, r2 = spec.beta * r1.detach()[keep], spec.beta * r2.detach()[keep]
         first = s[keep] > 0
         chosen, rejected = torch.where(first, r1, r2), torch.where(first, r2, r1)

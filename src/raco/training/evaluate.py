@@ -12,15 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from raco.losses import REFERENCE_FREE, ObjectiveSpec, PairLogps, objective_losses, response_logps
+from raco.losses import ObjectiveSpec, PairLogps, implicit_rewards, objective_losses, response_logps
 
 Batch = dict[str, Tensor]
-
-
-def _rewards(pair: PairLogps, spec: ObjectiveSpec) -> tuple[Tensor, Tensor]:
-    if spec.loss in REFERENCE_FREE:
-        return pair.policy_1 / pair.length_1.clamp(min=1), pair.policy_2 / pair.length_2.clamp(min=1)
-    return pair.policy_1 - pair.ref_1, pair.policy_2 - pair.ref_2
 
 
 @torch.no_grad()
@@ -45,7 +39,7 @@ def evaluate(
             ones = torch.ones(k, dtype=torch.float64, device=logps.device)
             loss_sum += objective_losses(pair, signs, list(objectives), ones).double().cpu()
             for i, spec in enumerate(objectives):
-                r1, r2 = _rewards(pair, spec)
+                r1, r2 = implicit_rewards(pair, spec)
                 s = signs[:, i]
                 keep = s != 0
                 correct[i] += ((s * (r1 - r2)) > 0)[keep].sum().cpu()
