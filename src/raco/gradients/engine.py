@@ -77,6 +77,8 @@ class StepReport:
             out[f"coef/{name}"] = float(self.coefficients[i])
             if self.grad_norms is not None:
                 out[f"grad_norm/{name}"] = float(self.grad_norms[i])
+        if self.dual is not None:
+            out.update({f"dual/{name}": float(v) for name, v in zip(names, self.dual, strict=True)})
         if self.pareto_measure is not None:
             out["pareto_measure"] = self.pareto_measure
         if self.cosines is not None:

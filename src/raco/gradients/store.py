@@ -52,23 +52,19 @@ def all_reduce_sum(tensors: Sequence[Tensor]) -> None:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
+def combine(g: Tensor, coefficients: Tensor) -> Tensor:
+    """Σ_i a_i g_i of one parameter's ``[k, *shape]`` gradients, kept as ``[1, *shape]``."""
+    a = coefficients.to(device=g.device, dtype=g.dtype).reshape((-1,) + (1,) * (g.dim() - 1))
+    return (a * g).sum(dim=0, keepdim=True)
+
+
 def write_direction(store: ParamGrads, coefficients: Tensor, params: Sequence[nn.Parameter]) -> None:
     """``p.grad = Σ_i a_i g_i[p]`` for every trainable parameter (zeros where no gradient was formed)."""
     for p in params:
         g = store.get(id(p))
-        if g is None:
-            p.grad = torch.zeros_like(p)
-            continue
-        a = coefficients.to(device=g.device, dtype=g.dtype).reshape((-1,) + (1,) * (g.dim() - 1))
-        p.grad = (a * g).sum(dim=0).to(p.dtype)
+        p.grad = torch.zeros_like(p) if g is None else combine(g, coefficients)[0].to(p.dtype)
 
 
 def add_direction(direction: ParamGrads, store: ParamGrads, coefficients: Tensor) -> None:
     """``direction[p] += Σ_i a_i g_i[p]`` (per-micro-batch solving sums the micro-batch directions)."""
-    for key, g in store.items():
-        a = coefficients.to(device=g.device, dtype=g.dtype).reshape((-1,) + (1,) * (g.dim() - 1))
-        d = (a * g).sum(dim=0, keepdim=True)
-        if key in direction:
-            direction[key].add_(d)
-        else:
-            direction[key] = d
+    accumulate_into(direction, {key: combine(g, coefficients) for key, g in store.items()})

@@ -177,12 +177,15 @@ def _step_metrics(s: Session, report, micro_metrics: list[dict], grad_norm: floa
     for key in {k for m in micro_metrics for k in m if not k.startswith("loss/")}:
         values = [m[key] for m in micro_metrics if key in m]
         metrics[key] = sum(values) / len(values)
-    if report.dual is not None:
-        metrics.update({f"dual/{n}": float(v) for n, v in zip(names, report.dual, strict=True)})
     metrics["grad_norm"] = grad_norm
+    return {**metrics, **_schedule_metrics(s)}
+
+
+def _schedule_metrics(s: Session) -> dict[str, float]:
+    """Learning rate, and the loss scale of float16 runs: logged for applied and skipped steps alike."""
+    metrics = {"lr": s.scheduler.get_last_lr()[0]}
     if s.loss_scale.enabled:
         metrics["loss_scale"] = s.loss_scale.scale
-    metrics["lr"] = s.scheduler.get_last_lr()[0]
     return metrics
 
 
@@ -245,9 +248,7 @@ def _skip_non_finite(s: Session, micro_metrics: list[dict]) -> dict[str, float]:
     _count_skip(s)
     _advance_schedule(s)
     metrics = {k: v for m in micro_metrics for k, v in m.items()}
-    metrics.update(lr=s.scheduler.get_last_lr()[0], skipped=1.0, grad_norm=math.nan, tokens_per_second=0.0)
-    if s.loss_scale.enabled:
-        metrics["loss_scale"] = s.loss_scale.scale
+    metrics.update(_schedule_metrics(s), skipped=1.0, grad_norm=math.nan, tokens_per_second=0.0)
     return metrics
 
 
