@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from raco.atomic import atomic_write
 from raco.config_tree import ConfigError, build, meta, opt, suggest
 from raco.config_tree import leaf_fields as _leaf_fields
 
@@ -375,8 +376,6 @@ def to_dict(cfg: RunConfig) -> dict:
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
-    """Write ``cfg`` as YAML, atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    """Write ``cfg`` as YAML, atomically."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))

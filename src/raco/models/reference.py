@@ -16,8 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from raco.atomic import atomic_write
 from raco.losses import reference_logps
 from raco.models.offline import cache_dir
 
@@ -113,13 +112,6 @@ def cached_reference(
     if path.is_file():
         return CachedReference(load_file(str(path))["logps"])
     table = compute()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    try:
-        save_file({"logps": table.contiguous()}, tmp, metadata={"key": json.dumps(key_parts, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    metadata = {"key": json.dumps(key_parts, sort_keys=True)}
+    atomic_write(path, lambda tmp: save_file({"logps": table.contiguous()}, str(tmp), metadata=metadata))
     return CachedReference(table)
