@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable, Sequence
 from itertools import combinations
 from typing import Any
 
@@ -21,15 +22,22 @@ from raco.data.spec import DataSpec
 SIGN_KEYS = {1: "+1", -1: "-1", 0: "0"}
 
 
+def sign_counts(rows_signs: Iterable[Sequence[int]], objectives: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per objective: how many rows prefer response 1 (+1), response 2 (-1), or neither (0)."""
+    signs = {name: {"+1": 0, "-1": 0, "0": 0} for name in objectives}
+    for row_signs in rows_signs:
+        for name, sign in zip(objectives, row_signs, strict=True):
+            signs[name][SIGN_KEYS[int(sign)]] += 1
+    return signs
+
+
 def dataset_stats(dataset: PreferenceDataset) -> dict[str, Any]:
     """``rows``, ``objectives``, ``signs`` ({objective: {"+1", "-1", "0"}}), ``conflict_rate``
     ({"a|b": share}) and ``skipped`` ({reason: count})."""
-    signs = {name: {"+1": 0, "-1": 0, "0": 0} for name in dataset.objectives}
+    signs = sign_counts((row.signs for row in dataset.rows), dataset.objectives)
     pairs = list(combinations(range(len(dataset.objectives)), 2))
     conflicts = dict.fromkeys(pairs, 0)
     for row in dataset.rows:
-        for name, sign in zip(dataset.objectives, row.signs, strict=True):
-            signs[name][SIGN_KEYS[sign]] += 1
         for i, j in pairs:
             conflicts[i, j] += int(row.signs[i] * row.signs[j] < 0)
     total = len(dataset.rows)

@@ -9,7 +9,7 @@ exactly the batches the uninterrupted run would have read.
 
 from __future__ import annotations
 
-import difflib
+import functools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -18,8 +18,10 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from raco.config import ConfigError, DataConfig, RunConfig
+from raco.config_tree import suggest
 from raco.data.collate import PairCollator
 from raco.data.collect import finalize
+from raco.data.inspect import sign_counts
 from raco.data.load import load_preference_data
 from raco.data.schema import PreferenceDataset, reindexed
 from raco.data.spec import DataSpec
@@ -66,8 +68,7 @@ def check_objectives(cfg: RunConfig, available: tuple[str, ...]) -> None:
     names = [o.name for o in cfg.objectives]
     for name in names:
         if name not in available:
-            close = difflib.get_close_matches(name, available, n=1, cutoff=0.5)
-            hint = f"; did you mean `{close[0]}`?" if close else ""
+            hint = suggest(name, list(available))
             raise ConfigError(
                 f"objectives.{name}: not in the data, whose objectives are {list(available)}{hint}"
             )
@@ -110,15 +111,6 @@ def load_rows(cfg: RunConfig) -> tuple[tuple[str, ...], list, list, dict]:
     return names, reindexed(train_rows), reindexed(eval_rows), stats
 
 
-def sign_counts(pairs: list[TokenizedPair], names: tuple[str, ...]) -> dict[str, dict[str, int]]:
-    """Per objective: how many rows prefer response 1 (+1), response 2 (-1), or neither (0)."""
-    out = {}
-    for i, name in enumerate(names):
-        signs = [p["signs"][i] for p in pairs]
-        out[name] = {"+1": signs.count(1), "-1": signs.count(-1), "0": signs.count(0)}
-    return out
-
-
 def prepare_data(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedData:
     """Load, split and tokenise the run's data; objectives are checked against the config."""
     names, train_rows, eval_rows, stats = load_rows(cfg)
@@ -132,7 +124,7 @@ def prepare_data(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) -> Prepared
         objectives=list(names),
         train_rows=len(train),
         eval_rows=len(evaluation),
-        train_signs=sign_counts(train, names),
+        train_signs=sign_counts((pair["signs"] for pair in train), names),
         truncation={"train": train_cut.as_dict(), "eval": eval_cut.as_dict()},
     )
     return PreparedData(names, train, evaluation, stats)
@@ -167,10 +159,11 @@ def make_plan(cfg: RunConfig, n_rows: int, processes: int) -> StepPlan:
     return StepPlan(t.batch_size, processes, t.grad_accum, steps_per_epoch, total)
 
 
-def epoch_order(n_rows: int, epoch: int, seed: int) -> list[int]:
-    """The seeded permutation of rows for ``epoch``."""
+@functools.lru_cache(maxsize=2)
+def epoch_order(n_rows: int, epoch: int, seed: int) -> tuple[int, ...]:
+    """The seeded permutation of rows for ``epoch`` (a pure function: cached, not redrawn every step)."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n_rows, generator=generator).tolist()
+    return tuple(torch.randperm(n_rows, generator=generator).tolist())
 
 
 def step_micro_batches(
