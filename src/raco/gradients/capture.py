@@ -46,10 +46,6 @@ def _in_backward() -> bool:
     return torch._C._current_graph_task_id() != -1
 
 
-def _direct_trainable(module: nn.Module) -> list[nn.Parameter]:
-    return [p for p in module.parameters(recurse=False) if p.requires_grad]
-
-
 class _ParamSet:
     """Membership by identity (``in`` on a list of tensors would compare values)."""
 

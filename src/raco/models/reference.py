@@ -7,8 +7,9 @@
   tokenisation, so a sweep over weights or methods computes them once.
 * ``none`` — reference-free losses only (AMoPO, SimPO).
 
-:func:`build_reference` returns what :class:`raco.gradients.GradientEngine` takes as ``reference``:
-a frozen module, a callable ``batch -> logps [2B]``, or None (peft: adapters disabled).
+The training session turns the kind into what :class:`raco.gradients.GradientEngine` takes as
+``reference``: a frozen module, a :class:`CachedReference` (``batch -> logps [2B]``), or None (peft:
+adapters disabled).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import typing
 from typing import Any
 
 from raco.config import ConfigError, RunConfig, leaf_fields, load_config
@@ -22,11 +21,6 @@ flags). Lists are comma-separated (--lora.target_modules q_proj,v_proj), mapping
 (--data.directions verbosity=lower). Objectives are addressed by name:
 --objectives.NAME.weight 0.3 (creates the objective if the YAML does not list it).
 Resume an interrupted run, exactly where its last checkpoint left it, with --resume RUN_DIR."""
-
-
-def _type_label(tp: Any) -> str:
-    text = str(tp).replace("typing.", "")
-    return getattr(tp, "__name__", text) if typing.get_origin(tp) is None else text
 
 
 def _help_for(field: dataclasses.Field, tp: Any) -> str:
