@@ -11,6 +11,8 @@ Gathering is done in float32 whatever the model dtype (as TRL and torchtune do).
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,34 +49,66 @@ def _causal_lm(model: nn.Module) -> nn.Module:
     return inner
 
 
+def logit_positions(response_mask: Tensor) -> Tensor:
+    """``[R, T]`` bool: position t−1 for every response token t (the logits that predict it)."""
+    keep = torch.zeros_like(response_mask, dtype=torch.bool)
+    keep[:, :-1] = response_mask[:, 1:].bool()
+    return keep
+
+
+@functools.cache
+def _selects_positions(forward_type: type) -> bool:
+    """Whether a ``*ForCausalLM.forward`` takes ``logits_to_keep`` (188 of the 196 causal LMs of
+    transformers 5.24 do, through ``slice_logits_to_keep``, which accepts a boolean ``[R, T]`` mask)."""
+    return "logits_to_keep" in inspect.signature(forward_type.forward).parameters
+
+
+def kept_logits(causal_lm: nn.Module, batch: Batch, keep: Tensor) -> Tensor:
+    """The model's own logits ``[N, V]`` at the ``keep`` positions, in row-major order.
+
+    The model's forward is run, so everything it does to the logits is included (Gemma-2/3's final
+    soft-capping, Cohere's ``logit_scale``, Granite's ``logits_scaling``, Falcon-H1's multiplier, ...);
+    ``logits_to_keep=keep`` makes it project only the kept hidden states through the LM head (as TRL's
+    DPO does), so nothing ``[R, T, V]``-sized is formed. Models without ``logits_to_keep`` give full
+    logits, then indexed."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    if _selects_positions(type(causal_lm)):
+        logits = causal_lm(**inputs, logits_to_keep=keep).logits
+    else:
+        logits = causal_lm(**inputs).logits
+        logits = logits[keep] if logits.dim() == 3 and logits.shape[:2] == keep.shape else logits
+    n = int(keep.sum())
+    if logits.dim() != 2 or logits.shape[0] != n:
+        raise ValueError(
+            f"{type(causal_lm).__name__} returned logits of shape {tuple(logits.shape)} for {n} kept "
+            "positions: raco needs a causal LM whose forward gives next-token logits per position"
+        )
+    return logits
+
+
 def response_logps(
     model: nn.Module, batch: Batch, on_head_rows: HeadHook | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Policy log-probs ``(logps [R], lengths [R])`` projecting only response positions through the LM head.
+    """Policy log-probs ``(logps [R], lengths [R])``, equal to ``sequence_logps(model(...).logits, ...)``.
 
-    Equal to ``sequence_logps(model(...).logits, ...)`` but, like TRL's fused LM head, it runs the
-    ``[hidden → vocab]`` projection only at the N positions whose next token is a response token:
-    hidden states ``h[r, t-1]`` for every ``m[r, t]``. ``on_head_rows`` (if given) receives the ``[N]``
-    row index of those positions just before the head runs (the fused gradient path needs it).
+    The logits are the model's own (``kept_logits``), computed only at the N positions whose next token
+    is a response token: hidden states ``h[r, t-1]`` for every ``m[r, t]``. ``on_head_rows`` (if given)
+    receives the ``[N]`` row index of those positions before the forward (the fused gradient path maps
+    the LM head's inputs to rows with it).
     """
     causal_lm = _causal_lm(model)
-    backbone = getattr(causal_lm, causal_lm.base_model_prefix)
-    head = causal_lm.get_output_embeddings()
-    hidden = backbone(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).last_hidden_state
-    mask = batch["response_mask"][:, 1:].bool()
-    rows, cols = mask.nonzero(as_tuple=True)
+    keep = logit_positions(batch["response_mask"])
+    rows, cols = keep.nonzero(as_tuple=True)
     if on_head_rows is not None:
         on_head_rows(rows)
-    logits = head(hidden[:, :-1][rows, cols]).float()
-    targets = batch["input_ids"][:, 1:][rows, cols]
+    logits = kept_logits(causal_lm, batch, keep).float()
+    targets = batch["input_ids"][rows, cols + 1]
     token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     n_rows = batch["input_ids"].shape[0]
     logps = torch.zeros(n_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(
         0, rows, token_logps
     )
-    return logps, mask.sum(dim=1).float()
+    return logps, keep.sum(dim=1).float()
 
 
 def _adapter_disabled(model: nn.Module) -> contextlib.AbstractContextManager:
