@@ -180,6 +180,13 @@ class MethodConfig:
         "`microbatch` summing directions (the authors' code)",
         choices=("step", "microbatch"),
     )
+    normalize: str = opt(
+        "batch",
+        "per-objective loss denominator: `batch` (all B pairs of the step, ties count 0: the paper's "
+        "meaning of the weights) or `labeled` (the N_i pairs objective i labels; natural for separate "
+        "datasets). See docs/training.md",
+        choices=("batch", "labeled"),
+    )
     path: str = opt(
         "auto",
         "per-objective gradients: `auto` (fused; plain for k = 1 or a model fused cannot split), "

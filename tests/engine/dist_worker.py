@@ -19,7 +19,7 @@ from raco.losses import ObjectiveSpec
 GLOBAL_PAIRS, MICRO_PAIRS, STEPS = 8, 2, 2
 
 
-def main(out: Path, path: str) -> None:
+def main(out: Path, path: str, normalize: str) -> None:
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True)
@@ -28,11 +28,19 @@ def main(out: Path, path: str) -> None:
     model, reference = tiny_model("llama", seed=0), tiny_model("llama", seed=1)
     specs = [ObjectiveSpec("a", beta=0.2), ObjectiveSpec("b", loss="ipo", beta=2.0)]
     engine = GradientEngine(
-        model, specs, [0.6, 0.4], method="raco", method_options={"c": 0.4}, path=path, reference=reference
+        model,
+        specs,
+        [0.6, 0.4],
+        method="raco",
+        method_options={"c": 0.4},
+        path=path,
+        reference=reference,
+        verify_fused=False,
+        normalize=normalize,
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     for step in range(STEPS):
-        batch = make_batch(GLOBAL_PAIRS, 2, seed=100 + step)
+        batch = make_batch(GLOBAL_PAIRS, 2, seed=100 + step)  # ties: ranks hold different N_i
         share = GLOBAL_PAIRS // world
         local = split_batch(batch, share)[rank]
         micro = split_batch(local, MICRO_PAIRS)
@@ -43,9 +51,9 @@ def main(out: Path, path: str) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    torch.save(params, out / f"params_{world}_{rank}.pt")
+    torch.save(params, out / f"params_{normalize}_{world}_{rank}.pt")
     accelerator.end_training()  # destroys the process group: gloo threads alive at exit abort the process
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2])
+    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3])

@@ -20,16 +20,14 @@ def _run(args: list[str], tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("path", ["fused"])
-def test_two_processes_match_one(tmp_path, path):
+@pytest.mark.parametrize("normalize", ["batch", "labeled"])
+def test_two_processes_match_one(tmp_path, normalize):
     torchrun = Path(sys.executable).parent / "torchrun"
-    _run([sys.executable, str(WORKER), str(tmp_path), path], tmp_path)
-    _run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(WORKER), str(tmp_path), path],
-        tmp_path,
-    )
-    single = torch.load(tmp_path / "params_1_0.pt")
-    rank0, rank1 = (torch.load(tmp_path / f"params_2_{r}.pt") for r in range(2))
+    args = [str(WORKER), str(tmp_path), "fused", normalize]
+    _run([sys.executable, *args], tmp_path)
+    _run([str(torchrun), "--standalone", "--nproc_per_node", "2", *args], tmp_path)
+    single = torch.load(tmp_path / f"params_{normalize}_1_0.pt")
+    rank0, rank1 = (torch.load(tmp_path / f"params_{normalize}_2_{r}.pt") for r in range(2))
     initial_differs = False
     from engine_fixtures import tiny_model
 

@@ -95,7 +95,7 @@ class _LocalRecord:
     module: nn.Module
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    rows: Tensor
+    rows: Tensor | None
     checksum: Tensor
     delta: Tensor | None = None
 
@@ -118,6 +118,7 @@ class FusedCapture:
     _in_head: bool = False
     _n_rows: int = 0
     _locals: list[_LocalRecord] = field(default_factory=list)
+    _unmapped: list[str] = field(default_factory=list)
     _frozen: list[nn.Parameter] = field(default_factory=list)
     _frozen_set: _ParamSet = field(default_factory=lambda: _ParamSet([]))
 
@@ -129,18 +130,24 @@ class FusedCapture:
         """``u [k, R]``: u_{i,r} = ∂L_i/∂ log π(r); must be set before the backward pass."""
         self._u = u.detach()
 
-    def _rows(self, module: nn.Module, lead: torch.Size, device: torch.device) -> Tensor:
-        """Row index ``[N]`` of each element of a module input's flattened leading dims."""
+    def _rows(self, lead: torch.Size, device: torch.device) -> Tensor | None:
+        """Row index ``[N]`` of each element of a module input's flattened leading dims; None when the
+        shape cannot be mapped (fatal only if a gradient reaches that output: see ``_unmappable``)."""
         if self._in_head:
             if self._head_rows is not None and tuple(lead) == (len(self._head_rows),):
                 return self._head_rows
         elif len(lead) >= 1 and lead[0] == self._n_rows:
             per_row = int(torch.Size(lead[1:]).numel())
             return torch.arange(self._n_rows, device=device).repeat_interleave(per_row)
-        raise FusedPathUnsupported(
-            f"cannot map the inputs {tuple(lead)} of {type(module).__name__} to rows (a module shared "
-            "across rows, e.g. learned position embeddings broadcast over the batch, or tokens flattened "
-            "across rows)"
+        return None
+
+    def _unmappable(self, module: nn.Module, lead: tuple[int, ...]) -> None:
+        """A gradient reached a module output whose elements are not rows: remembered, raised by collect
+        (raising inside the backward would leave autograd mid-pass)."""
+        self._unmapped.append(
+            f"cannot map the inputs {lead} of {type(module).__name__} to rows (a module shared across "
+            "rows, e.g. learned position embeddings broadcast over the batch, or tokens flattened across "
+            "rows)"
         )
 
     def _add(self, param: nn.Parameter, grad: Tensor) -> None:
@@ -150,8 +157,11 @@ class FusedCapture:
         else:
             self.grads[id(param)] = grad
 
-    def _linear_grads(self, module: nn.Linear, x: Tensor, rows: Tensor, delta: Tensor) -> None:
+    def _linear_grads(self, module: nn.Linear, x: Tensor, rows: Tensor | None, delta: Tensor) -> None:
         assert self._u is not None, "set_row_weights must be called before backward"
+        if rows is None:
+            self._unmappable(module, tuple(x.shape[:-1]))
+            return
         x2 = x.reshape(-1, x.shape[-1])
         d2 = delta.reshape(-1, delta.shape[-1]).to(x2.dtype)
         w = self._u[:, rows].to(x2.dtype)  # [k, N]
@@ -188,7 +198,7 @@ class FusedCapture:
         if not self._recording_forward(module):
             return None
         x = inputs[0].detach()
-        rows = self._rows(module, x.shape[:-1], x.device)
+        rows = self._rows(x.shape[:-1], x.device)
         output = self._as_root(output)
         output.register_hook(lambda delta: self._linear_grads(module, x, rows, delta))
         return output
@@ -206,7 +216,7 @@ class FusedCapture:
             module,
             tuple(detach(a) for a in args),
             {k: detach(v) for k, v in kwargs.items()},
-            self._rows(module, output.shape[:1], output.device),
+            self._rows(output.shape[:1], output.device),
             _checksum(output),
         )
         self._locals.append(record)
@@ -262,6 +272,7 @@ class FusedCapture:
         self._frozen = [p for p in self.model.parameters() if p.requires_grad]
         self._frozen_set = _ParamSet(self._frozen)
         self._n_rows, self._locals, self.grads, self._head_rows, self._u = n_rows, [], {}, None, None
+        self._unmapped = []
         self._in_head = False
         handles = self._hook_modules() + self._phase_hooks()
         for p in self._frozen:
@@ -281,6 +292,11 @@ class FusedCapture:
         Returns per-parameter ``[k, *shape]`` gradients (float32), keyed by ``id(parameter)``."""
         assert self._u is not None
         records, self._locals = self._locals, []
+        for record in records:
+            if record.rows is None and record.delta is not None:
+                self._unmappable(record.module, tuple(record.delta.shape[:1]))
+        if self._unmapped:
+            raise FusedPathUnsupported(self._unmapped[0])
         for record in records:
             params = [p for p in owned_parameters(record.module) if p in self._frozen_set]
             if params and record.delta is not None:

@@ -2,20 +2,26 @@
 
 One optimizer step (Algorithm 1, ALGORITHM.md §3)::
 
-    counts = engine.step_counts(micro_batches)          # N_i over the whole step (all ranks)
+    counts = engine.step_counts(micro_batches)          # loss denominators of the whole step (all ranks)
     for mb in micro_batches:
         engine.accumulate(mb, counts=counts)            # forward + backward(s); per-objective grads
     report = engine.finish_step()                       # Gram, aggregation, writes .grad
     optimizer.step(); optimizer.zero_grad(set_to_none=True)
 
-Losses are normalised by the global counts N_i, so 4 micro-batches of 2 pairs give exactly the
-per-objective gradients of 1 batch of 8 (and 2 ranks × 4 pairs those of 1 rank × 8).
+Losses are normalised by denominators of the whole step's global batch (``normalize=``: "batch", the
+B pairs, as the paper; or "labeled", the N_i pairs labelled for objective i; losses/pairwise.py), so
+4 micro-batches of 2 pairs give exactly the per-objective gradients of 1 batch of 8 (and 2 ranks × 4
+pairs those of 1 rank × 8).
 
 Paths (``path=``):
   * ``"fused"`` (what ``"auto"`` picks for k ≥ 2): one forward, ONE backward; per-objective
     gradients formed by hooks (gradients/capture.py). Exact (tested equal to ``"plain"``). A model it
     cannot decompose per row (e.g. GPT-2's learned position embeddings, shared across rows) raises
-    ``FusedPathUnsupported``; under ``"auto"`` the engine then warns and uses ``"plain"``.
+    ``FusedPathUnsupported``; under ``"auto"`` the engine then warns and uses ``"plain"``, re-running
+    the micro-batch from the same random state (so the result is exactly the plain path's). The first
+    fused micro-batch is also computed by the plain path and compared parameter by parameter
+    (``verify_fused``): a model the hooks misread (a weight used outside the module holding it, rows
+    reordered inside the network) is caught there, before it trains, and treated the same way.
   * ``"plain"``: one forward, then one ``autograd.grad`` per objective — the correctness reference
     (and what ``"auto"`` picks for k = 1: a single backward, without hooks).
   * ``"scalarized"``: one backward of Σ w_i L_i straight into ``.grad`` (weighted-sum methods only:
@@ -44,14 +50,54 @@ from raco.gradients import store as gstore
 from raco.gradients.capture import FusedCapture, FusedPathUnsupported
 from raco.losses.logps import Batch, Reference, _causal_lm, reference_logps, response_logps
 from raco.losses.pairwise import (
+    NORMALIZATIONS,
     ObjectiveSpec,
     PairLogps,
-    count_nonzero_signs,
+    loss_denominators,
     objective_losses,
     objective_metrics,
 )
 
 PATHS = ("auto", "fused", "plain", "scalarized")
+RngState = tuple[Tensor, list[Tensor]]
+
+
+def _rng_state() -> RngState:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: RngState) -> None:
+    torch.set_rng_state(state[0])
+    if state[1]:
+        torch.cuda.set_rng_state_all(state[1])
+
+
+def fused_mismatch(fused: gstore.ParamGrads, plain: gstore.ParamGrads, rtol: float) -> str | None:
+    """Where two sets of per-objective gradients ``[k, *shape]`` disagree beyond rounding, or None.
+
+    Per parameter p and objective i: ‖f − q‖ ≤ rtol·(‖f‖ + ‖q‖) + rtol·‖g_i‖·sqrt(n_p / n), with ‖g_i‖
+    the norm of the whole plain gradient over n entries (so a parameter whose share is at rounding level
+    is not judged by its own relative error)."""
+    keys = set(fused) | set(plain)
+    sizes = {key: (plain.get(key) if key in plain else fused[key]).numel() for key in keys}
+    k = next(iter(plain.values() if plain else fused.values())).shape[0] if keys else 0
+    total = torch.zeros(k, dtype=torch.float64)
+    for q in plain.values():
+        total += q.reshape(k, -1).double().pow(2).sum(1).cpu()
+    n = max(sum(sizes.values()) / max(k, 1), 1.0)
+    for key in keys:
+        f = fused.get(key)
+        q = plain.get(key)
+        f = torch.zeros_like(q) if f is None else f.reshape(k, -1).double()
+        q = torch.zeros_like(f) if q is None else q.reshape(k, -1).double()
+        err = (f - q).norm(dim=1).cpu()
+        bound = rtol * (f.norm(dim=1) + q.norm(dim=1)).cpu() + rtol * total.sqrt() * (f.shape[1] / n) ** 0.5
+        if bool((err > bound).any()):
+            return f"relative error {float((err / q.norm(dim=1).cpu().clamp(min=1e-300)).max()):.2g}"
+    return None
+
+
 Aggregator = Callable[..., Any]
 
 
@@ -132,6 +178,9 @@ class GradientEngine:
         path: "auto" (fused, or plain when k = 1), "fused", "plain" or "scalarized" (weighted_sum only).
         solve_per: "step" or "microbatch".
         reference: frozen reference model, callable ``batch -> logps [2B]``, or None (peft: adapters off).
+        normalize: loss denominators, "batch" (B pairs; the paper's meaning of the weights) or "labeled"
+            (N_i pairs with a non-zero sign for objective i); see losses/pairwise.py.
+        verify_fused: compare the first fused micro-batch with the plain path (see module docstring).
     """
 
     def __init__(
@@ -145,6 +194,8 @@ class GradientEngine:
         path: str = "auto",
         solve_per: str = "step",
         reference: Reference = None,
+        normalize: str = "batch",
+        verify_fused: bool = True,
     ) -> None:
         self.objectives = tuple(objectives)
         self.k = len(self.objectives)
@@ -155,6 +206,8 @@ class GradientEngine:
             )
         if path not in PATHS or solve_per not in ("step", "microbatch"):
             raise ValueError(f"path must be one of {PATHS} and solve_per 'step' or 'microbatch'")
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
         if path == "scalarized" and method not in ("weighted_sum", "amopo"):
             raise ValueError("path='scalarized' is exact only for weighted-sum aggregation (a = w)")
         self.model, self.reference = model, reference
@@ -162,7 +215,8 @@ class GradientEngine:
         # auto: fused for k ≥ 2; for k = 1 the plain path is already a single backward, without hooks
         self.path = ("fused" if self.k > 1 else "plain") if path == "auto" else path
         self._auto = path == "auto"
-        self.solve_per = solve_per
+        self.solve_per, self.normalize = solve_per, normalize
+        self._verify = verify_fused and self.path == "fused"
         self.params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
         causal_lm = _causal_lm(model)
         self._capture = FusedCapture(
@@ -188,9 +242,8 @@ class GradientEngine:
         return any(spec.needs_reference for spec in self.objectives)
 
     def step_counts(self, batches: Sequence[Batch]) -> Tensor:
-        """N_i: non-zero signs per objective over this step's micro-batches, summed over all ranks."""
-        counts = sum(count_nonzero_signs(b["signs"]) for b in batches)
-        counts = torch.as_tensor(counts, dtype=torch.float64).clone()
+        """``[k]`` loss denominators of this step (B, or N_i under "labeled"), summed over all ranks."""
+        counts = loss_denominators([b["signs"] for b in batches], self.normalize)
         gstore.all_reduce_sum([counts])
         return counts
 
@@ -199,7 +252,7 @@ class GradientEngine:
     ) -> dict[str, float]:
         """Forward + backward(s) of one micro-batch; adds its per-objective gradients to the step.
 
-        ``counts``: global N_i from ``step_counts``; ``ref_logps [2B]``: cached reference log-probs
+        ``counts``: global denominators from ``step_counts``; ``ref_logps [2B]``: cached reference log-probs
         (computed here under no_grad from ``reference`` when None and a loss needs them).
         ``loss_scale``: factor S seeding the backward passes (float16 mixed precision, see
         training/precision.py); the stored gradients are divided by S at once, so everything the
@@ -211,10 +264,37 @@ class GradientEngine:
         if ref_logps is None and self.needs_reference:
             ref_logps = reference_logps(self.reference, batch, policy=self.model)
         signs, counts = batch["signs"], torch.as_tensor(counts)
-        run = {"fused": self._fused, "plain": self._plain, "scalarized": self._scalarized}[self.path]
         self._scale = float(loss_scale)
+        if self.path == "fused":
+            pair, losses = self._fused_or_fallback(batch, ref_logps, signs, counts)
+        elif self.path == "plain":
+            pair, losses, grads = self._plain(batch, ref_logps, signs, counts)
+            gstore.accumulate_into(self._store, grads)
+        else:
+            pair, losses = self._scalarized(batch, ref_logps, signs, counts)
+        self._losses += losses.detach().to(torch.float64).cpu()
+        if self.solve_per == "microbatch" and self.path != "scalarized":
+            self._solve_microbatch()
+        metrics = objective_metrics(pair, signs, self.objectives, with_sums=True)  # sums add over ranks
+        metrics.update({f"loss/{s.name}": float(v) for s, v in zip(self.objectives, losses, strict=True)})
+        return metrics
+
+    def _fused_or_fallback(
+        self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
+    ) -> tuple[PairLogps, Tensor]:
+        """The fused path; on the first micro-batch checked against the plain path. When the model is
+        unsupported: an error for ``path="fused"``; under ``"auto"`` a warning and the plain path from
+        the same random state (dropout masks), i.e. exactly what the plain path would have done."""
+        rng = _rng_state()
         try:
-            pair, losses = run(batch, ref_logps, signs, counts)
+            pair, losses, grads = self._fused(batch, ref, signs, counts)
+            if self._verify:
+                _set_rng_state(rng)
+                pair, losses, plain = self._plain(batch, ref, signs, counts)
+                mismatch = fused_mismatch(grads, plain, 1e-3 if self._exact_dtype() else 5e-2)
+                if mismatch is not None:
+                    raise FusedPathUnsupported(f"its gradients differ from the plain path's ({mismatch})")
+                self._verify, grads = False, plain
         except FusedPathUnsupported as err:
             if not self._auto:
                 raise FusedPathUnsupported(f"path='fused' does not support this model: {err}") from err
@@ -222,16 +302,18 @@ class GradientEngine:
                 f"the fused one-backward path does not support this model ({err}); using the plain "
                 "path (one backward per objective), which is exact but slower",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             self.path = "plain"
-            pair, losses = self._plain(batch, ref_logps, signs, counts)
-        self._losses += losses.detach().to(torch.float64).cpu()
-        if self.solve_per == "microbatch" and self.path != "scalarized":
-            self._solve_microbatch()
-        metrics = objective_metrics(pair, signs, self.objectives)
-        metrics.update({f"loss/{s.name}": float(v) for s, v in zip(self.objectives, losses, strict=True)})
-        return metrics
+            _set_rng_state(rng)
+            pair, losses, grads = self._plain(batch, ref, signs, counts)
+        gstore.accumulate_into(self._store, grads)
+        return pair, losses
+
+    def _exact_dtype(self) -> bool:
+        """float32 compute (no autocast, float32 weights): the fused and plain paths agree to ~1e-6."""
+        autocast = torch.is_autocast_enabled() or torch.is_autocast_enabled("cpu")
+        return not autocast and all(p.dtype == torch.float32 for p in self.params)
 
     def _forward_losses(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
@@ -243,7 +325,7 @@ class GradientEngine:
 
     def _plain(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
-    ) -> tuple[PairLogps, Tensor]:
+    ) -> tuple[PairLogps, Tensor, gstore.ParamGrads]:
         pair, losses = self._forward_losses(batch, ref, signs, counts)
         per_objective = [
             torch.autograd.grad(
@@ -256,12 +338,11 @@ class GradientEngine:
             if any(g[j] is not None for g in per_objective):
                 zero = torch.zeros_like(p)
                 stacked[id(p)] = torch.stack([zero if g[j] is None else g[j] for g in per_objective]).float()
-        gstore.accumulate_into(self._store, self._unscaled(stacked))
-        return pair, losses.detach()
+        return pair, losses.detach(), self._unscaled(stacked)
 
     def _fused(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
-    ) -> tuple[PairLogps, Tensor]:
+    ) -> tuple[PairLogps, Tensor, gstore.ParamGrads]:
         capture = self._capture
         with capture.recording(n_rows=batch["input_ids"].shape[0]):
             logps, lengths = response_logps(self.model, batch, on_head_rows=capture.set_head_rows)
@@ -275,8 +356,11 @@ class GradientEngine:
             capture.set_row_weights(u)
             logps.backward(torch.full_like(logps, self._scale))
         per_objective = capture.collect()
-        gstore.accumulate_into(self._store, self._unscaled(per_objective))
-        return PairLogps.from_rows(logps.detach(), lengths, ref), losses.detach()
+        return (
+            PairLogps.from_rows(logps.detach(), lengths, ref),
+            losses.detach(),
+            self._unscaled(per_objective),
+        )
 
     def _scalarized(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor

@@ -3,6 +3,7 @@
 from raco.losses.logps import reference_logps, response_logps, sequence_logps
 from raco.losses.pairwise import (
     LOSSES,
+    NORMALIZATIONS,
     REFERENCE_FREE,
     ObjectiveSpec,
     PairLogps,
@@ -12,6 +13,7 @@ from raco.losses.pairwise import (
     hinge_loss,
     implicit_rewards,
     ipo_loss,
+    loss_denominators,
     objective_losses,
     objective_metrics,
     simpo_loss,
@@ -19,6 +21,7 @@ from raco.losses.pairwise import (
 
 __all__ = [
     "LOSSES",
+    "NORMALIZATIONS",
     "REFERENCE_FREE",
     "ObjectiveSpec",
     "PairLogps",
@@ -28,6 +31,7 @@ __all__ = [
     "hinge_loss",
     "implicit_rewards",
     "ipo_loss",
+    "loss_denominators",
     "objective_losses",
     "objective_metrics",
     "reference_logps",

@@ -8,10 +8,14 @@ log-probs ρ¹, ρ², response lengths n¹, n², sign s ∈ {+1, −1, 0} (+1: t
 Every loss is per row; the sign turns "y¹ vs y²" into "chosen vs rejected" (s·Δ is the chosen−rejected
 margin). Rows with s = 0 (tie / objective absent) get no weight: the objective's loss is
 
-    L_i = Σ_{b: s_ib ≠ 0} ℓ_i(b) / N_i
+    L_i = Σ_{b: s_ib ≠ 0} ℓ_i(b) / D_i,    D_i = B (normalize="batch")  or  N_i (normalize="labeled")
 
-with N_i the count of non-zero signs over the whole optimizer-step batch (all micro-batches and ranks),
-so accumulated micro-batches reproduce the full-batch gradient exactly. N_i = 0 gives L_i = 0.
+with B the number of pairs and N_i the number of non-zero signs of objective i, both counted over the
+whole optimizer-step batch (all micro-batches and ranks), so accumulated micro-batches reproduce the
+full-batch gradient exactly. "batch" is the paper's L_i = −mean_{b∈B} log σ(β s_ib Δ_b) with ties
+contributing 0 (ALGORITHM.md §1): the user's weights w_i then weigh the objectives as given. "labeled"
+averages over the pairs objective i labels, so g_i is scaled by B/N_i (the effective weight becomes
+w_i·B/N_i) — the natural choice when each objective has its own dataset. D_i = 0 gives L_i = 0.
 """
 
 from __future__ import annotations
@@ -128,7 +132,8 @@ def objective_losses(
     objectives: tuple[ObjectiveSpec, ...] | list[ObjectiveSpec],
     counts: Tensor,
 ) -> Tensor:
-    """``[k]`` losses L_i = Σ_{b: s_ib≠0} ℓ_i(b) / max(N_i, 1); ``signs [B, k]``, global ``counts [k]``."""
+    """``[k]`` losses L_i = Σ_{b: s_ib≠0} ℓ_i(b) / max(D_i, 1); ``signs [B, k]``, global denominators
+    ``counts [k]`` (``loss_denominators`` summed over ranks)."""
     losses = []
     for i, spec in enumerate(objectives):
         s = signs[:, i].to(pair.policy_1.dtype)
@@ -143,6 +148,20 @@ def count_nonzero_signs(signs: Tensor) -> Tensor:
     return (signs != 0).sum(dim=0).to(torch.float64)
 
 
+NORMALIZATIONS = ("batch", "labeled")
+
+
+def loss_denominators(signs: list[Tensor] | tuple[Tensor, ...], normalize: str) -> Tensor:
+    """``[k]`` D_i over the micro-batches' ``signs [B_m, k]`` of one step (this process; sum over ranks
+    for the global value): the pair count B for "batch", the non-zero signs N_i for "labeled"."""
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    k = signs[0].shape[1]
+    if normalize == "batch":
+        return torch.full((k,), float(sum(s.shape[0] for s in signs)), dtype=torch.float64)
+    return torch.stack([count_nonzero_signs(s).cpu() for s in signs]).sum(dim=0)
+
+
 def implicit_rewards(pair: PairLogps, spec: ObjectiveSpec) -> tuple[Tensor, Tensor]:
     """Unscaled implicit rewards of y¹ and y²: π − ρ, or π/n for reference-free losses (SimPO's)."""
     if spec.loss in REFERENCE_FREE:
@@ -150,28 +169,84 @@ def implicit_rewards(pair: PairLogps, spec: ObjectiveSpec) -> tuple[Tensor, Tens
     return pair.policy_1 - pair.ref_1, pair.policy_2 - pair.ref_2
 
 
-def objective_metrics(
+REWARD_SUMS = ("chosen", "rejected", "margins", "correct", "count")
+
+
+def reward_sums(
     pair: PairLogps, signs: Tensor, objectives: tuple[ObjectiveSpec, ...] | list[ObjectiveSpec]
+) -> Tensor:
+    """``[k, 5]`` float64 CPU sums over the rows with s ≠ 0, per objective (columns ``REWARD_SUMS``):
+    Σ chosen reward, Σ rejected reward, Σ margin, rows whose chosen reward is higher, rows.
+
+    Sums add over micro-batches and processes, so a step's metrics are ``reward_means`` of their total:
+    the values over the whole step's batch (a mean of per-micro-batch means is not, when micro-batches
+    hold different numbers of rows with s ≠ 0)."""
+    rows = []
+    for i, spec in enumerate(objectives):
+        s = signs[:, i]
+        keep = s != 0
+        r1, r2 = implicit_rewards(pair, spec)
+        r1, r2 = spec.beta * r1.detach()[keep].double(), spec.beta * r2.detach()[keep].double()
+        first = s[keep] > 0
+        chosen, rejected = torch.where(first, r1, r2), torch.where(first, r2, r1)
+        correct, count = (chosen > rejected).sum(), keep.sum()
+        rows.append(torch.stack([chosen.sum(), rejected.sum(), (chosen - rejected).sum(), correct, count]))
+    return torch.stack(rows).to("cpu", torch.float64)
+
+
+def reward_means(
+    sums: Tensor, objectives: tuple[ObjectiveSpec, ...] | list[ObjectiveSpec]
+) -> dict[str, float]:
+    """TRL-named means from ``reward_sums`` (summed over any number of batches); an objective without
+    rows with s ≠ 0 has no entry."""
+    metrics: dict[str, float] = {}
+    for spec, (chosen, rejected, margins, correct, count) in zip(objectives, sums.tolist(), strict=True):
+        if count == 0:
+            continue
+        prefix = f"{spec.name}/" if len(objectives) > 1 else ""
+        metrics[f"{prefix}rewards/chosen"] = chosen / count
+        metrics[f"{prefix}rewards/rejected"] = rejected / count
+        metrics[f"{prefix}rewards/margins"] = margins / count
+        metrics[f"{prefix}rewards/accuracies"] = correct / count
+    return metrics
+
+
+def _sum_key(spec: ObjectiveSpec, column: str) -> str:
+    return f"reward_sums/{spec.name}/{column}"
+
+
+def summed_rewards(
+    records: list[dict[str, float]], objectives: tuple[ObjectiveSpec, ...] | list[ObjectiveSpec]
+) -> Tensor:
+    """``[k, 5]`` total of the ``reward_sums`` that ``objective_metrics(..., with_sums=True)`` put in
+    ``records`` (e.g. one record per micro-batch)."""
+    total = torch.zeros(len(objectives), len(REWARD_SUMS), dtype=torch.float64)
+    for record in records:
+        total += torch.tensor(
+            [[record[_sum_key(spec, c)] for c in REWARD_SUMS] for spec in objectives], dtype=torch.float64
+        )
+    return total
+
+
+def objective_metrics(
+    pair: PairLogps,
+    signs: Tensor,
+    objectives: tuple[ObjectiveSpec, ...] | list[ObjectiveSpec],
+    with_sums: bool = False,
 ) -> dict[str, float]:
     """TRL-named metrics per objective over rows with s ≠ 0, "chosen" being the response s prefers:
 
     rewards/chosen = mean β(π_c − ρ_c), rewards/rejected = mean β(π_r − ρ_r), rewards/margins = their
     mean difference, rewards/accuracies = mean [chosen reward > rejected reward]. Reference-free losses use
     the length-normalised log-probs β π/n as rewards (SimPO's implicit reward).
+
+    These are means over this batch only. ``with_sums`` adds its ``reward_sums`` as
+    ``reward_sums/<objective>/<column>`` entries, which add over batches and processes (``summed_rewards``
+    collects them; ``reward_means`` of the total gives the metrics of all those batches together).
     """
-    metrics: dict[str, float] = {}
-    for i, spec in enumerate(objectives):
-        s = signs[:, i]
-        keep = s != 0
-        r1, r2 = implicit_rewards(pair, spec)
-        r1, r2 = spec.beta * r1.detach()[keep], spec.beta * r2.detach()[keep]
-        first = s[keep] > 0
-        chosen, rejected = torch.where(first, r1, r2), torch.where(first, r2, r1)
-        if chosen.numel() == 0:
-            continue
-        prefix = f"{spec.name}/" if len(objectives) > 1 else ""
-        metrics[f"{prefix}rewards/chosen"] = chosen.mean().item()
-        metrics[f"{prefix}rewards/rejected"] = rejected.mean().item()
-        metrics[f"{prefix}rewards/margins"] = (chosen - rejected).mean().item()
-        metrics[f"{prefix}rewards/accuracies"] = (chosen > rejected).float().mean().item()
+    sums = reward_sums(pair, signs, objectives)
+    metrics = reward_means(sums, objectives)
+    if with_sums:
+        for spec, row in zip(objectives, sums.tolist(), strict=True):
+            metrics.update({_sum_key(spec, c): v for c, v in zip(REWARD_SUMS, row, strict=True)})
     return metrics

@@ -203,6 +203,7 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
         path=cfg.method.path,
         solve_per=cfg.method.solve_per,
         reference=ref_model,
+        normalize=cfg.method.normalize,
     )
     optimizer, scheduler = _optimizer_and_scheduler(
         cfg, [p for p in model.parameters() if p.requires_grad], plan.total_steps
