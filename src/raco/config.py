@@ -165,7 +165,7 @@ class ObjectiveConfig:
 
 @dataclass
 class MethodConfig:
-    """How the k per-objective gradients are combined (ALGORITHM.md §2)."""
+    """How the k per-objective gradients are combined (docs/algorithm.md §2)."""
 
     name: str = opt(
         "raco",

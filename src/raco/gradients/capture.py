@@ -1,4 +1,4 @@
-"""Fused per-objective gradients from ONE backward pass (DESIGN.md, "Performance design").
+"""Fused per-objective gradients from ONE backward pass (docs/algorithm.md §3).
 
 Every objective's loss is a function of the per-row sequence log-probs, so by the chain rule
 

@@ -1,6 +1,6 @@
 """The gradient engine: k per-objective gradients → Gram matrix → aggregator → Σ a_i g_i in ``.grad``.
 
-One optimizer step (Algorithm 1, ALGORITHM.md §3)::
+One optimizer step (Algorithm 1, docs/algorithm.md §3)::
 
     counts = engine.step_counts(micro_batches)          # loss denominators of the whole step (all ranks)
     for mb in micro_batches:
@@ -149,7 +149,7 @@ def resolve_aggregator(method: str | Aggregator) -> Aggregator:
 
 
 def pareto_measure(gram: Tensor) -> float:
-    """M = min_{p∈Δ} ‖Σ p_i g_i‖ (ALGORITHM.md §2): 0 exactly at Pareto-critical points."""
+    """M = min_{p∈Δ} ‖Σ p_i g_i‖ (docs/algorithm.md §2): 0 exactly at Pareto-critical points."""
     from raco.aggregators import min_norm
 
     return min_norm(gram)

@@ -3,7 +3,7 @@
 Notation for pair b and objective i: policy log-probs π¹ = log π_θ(y¹|x), π² = log π_θ(y²|x), reference
 log-probs ρ¹, ρ², response lengths n¹, n², sign s ∈ {+1, −1, 0} (+1: the objective prefers y¹), and
 
-    Δ = (π¹ − π²) − (ρ¹ − ρ²)                    (implicit reward margin, ALGORITHM.md §1)
+    Δ = (π¹ − π²) − (ρ¹ − ρ²)                    (implicit reward margin, docs/algorithm.md §1)
 
 Every loss is per row; the sign turns "y¹ vs y²" into "chosen vs rejected" (s·Δ is the chosen−rejected
 margin). Rows with s = 0 (tie / objective absent) get no weight: the objective's loss is
@@ -13,7 +13,7 @@ margin). Rows with s = 0 (tie / objective absent) get no weight: the objective's
 with B the number of pairs and N_i the number of non-zero signs of objective i, both counted over the
 whole optimizer-step batch (all micro-batches and ranks), so accumulated micro-batches reproduce the
 full-batch gradient exactly. "batch" is the paper's L_i = −mean_{b∈B} log σ(β s_ib Δ_b) with ties
-contributing 0 (ALGORITHM.md §1): the user's weights w_i then weigh the objectives as given. "labeled"
+contributing 0 (docs/algorithm.md §1): the user's weights w_i then weigh the objectives as given. "labeled"
 averages over the pairs objective i labels, so g_i is scaled by B/N_i (the effective weight becomes
 w_i·B/N_i) — the natural choice when each objective has its own dataset. D_i = 0 gives L_i = 0.
 """
@@ -93,7 +93,7 @@ def dpo_loss(pair: PairLogps, signs: Tensor, spec: ObjectiveSpec) -> Tensor:
 
 
 def ipo_loss(pair: PairLogps, signs: Tensor, spec: ObjectiveSpec) -> Tensor:
-    """IPO (Azar et al. 2023, eq. 17, sequence-level as in ALGORITHM.md): ℓ = (sΔ − 1/(2β))²."""
+    """IPO (Azar et al. 2023, eq. 17, sequence-level as in docs/algorithm.md): ℓ = (sΔ − 1/(2β))²."""
     return (signs * pair.margin() - 1 / (2 * spec.beta)) ** 2
 
 
@@ -108,7 +108,7 @@ def simpo_loss(pair: PairLogps, signs: Tensor, spec: ObjectiveSpec) -> Tensor:
 
 
 def amopo_loss(pair: PairLogps, signs: Tensor, spec: ObjectiveSpec) -> Tensor:
-    """Static AMoPO per-objective term (ALGORITHM.md §1): ℓ_i = −log σ(β s (π¹/n¹ − π²/n²)).
+    """Static AMoPO per-objective term (docs/algorithm.md §1): ℓ_i = −log σ(β s (π¹/n¹ − π²/n²)).
 
     The AMoPO baseline loss is L = Σ_i w_i L_i: run it as weighted-sum aggregation (a = w) of these
     per-objective losses, which gives exactly ∇L (the gradient is linear in the losses)."""
