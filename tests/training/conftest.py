@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toy_data import write_toy
+from toy_data import tiny_tree, write_toy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,35 +26,6 @@ def tiny_config(toy_files, tmp_path):
     train_file, eval_file = toy_files
 
     def make(**overrides) -> dict:
-        tree = {
-            "output_dir": str(tmp_path / "run"),
-            "model": {"name": "tiny-random", "reference": "copy"},
-            "data": {
-                "train": str(train_file),
-                "eval": str(eval_file),
-                "max_prompt_length": 32,
-                "max_length": 64,
-            },
-            "objectives": [
-                {"name": "friendly", "weight": 0.6, "beta": 0.5},
-                {"name": "concise", "weight": 0.4, "beta": 0.5},
-            ],
-            "method": {"name": "raco", "c": 0.4},
-            "train": {
-                "lr": 3e-3,
-                "warmup_ratio": 0.0,
-                "max_steps": 4,
-                "batch_size": 8,
-                "eval_batch_size": 32,
-            },
-            "log": {"progress": False},
-        }
-        for key, value in overrides.items():
-            node = tree
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-        return tree
+        return tiny_tree(train_file, eval_file, tmp_path / "run", **overrides)
 
     return make

@@ -4,13 +4,16 @@ Layout of one checkpoint (``RUN_DIR/checkpoints/step-00000120/``)::
 
     trainable.safetensors   trainable parameters by name (LoRA adapters, or every weight)
     optimizer.pt            optimizer and scheduler state dicts (loaded with weights_only=True)
-    rng-<rank>.pt           torch (CPU and CUDA) generator states of each process
-    state.json              step, data position, skip counter, Python/NumPy RNG states
+    rng-<rank>.pt           random state of process <rank>: torch CPU (and CUDA), Python, NumPy
+    state.json              step, data position, skip counter, loss scale, number of processes
     config.yaml             the resolved run configuration
 
-A checkpoint is built in a temporary sibling folder, every file is fsync'ed, and the folder is renamed
-into place: a crash leaves either the previous checkpoint or the new one, never a half-written one.
-Only the newest ``keep_last`` complete checkpoints are kept.
+A checkpoint is built in a temporary sibling folder on the main process, every file is fsync'ed, and the
+folder is renamed into place: a crash leaves either the previous checkpoint or the new one, never a
+half-written one. The other processes' random states reach it through ``gather_to_main``. Only the
+newest ``keep_last`` complete checkpoints are kept. A checkpoint is resumed with the number of
+processes that wrote it (each restores its own random state); another number is refused, since the
+global batch, and so the trajectory, depends on it.
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ import random
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from raco.config import ConfigError
 
 CHECKPOINTS = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -101,6 +108,28 @@ def set_torch_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rng_state() -> dict[str, Any]:
+    """This process's whole random state: torch CPU (and CUDA) generators, Python's and NumPy's."""
+    return {**torch_rng_state(), **python_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    set_torch_rng_state(state)
+    set_python_rng_state(state)
+
+
+def gather_to_main(value: Any) -> list[Any] | None:
+    """``value`` of every process in rank order, on the main process (rank 0); None on the others.
+
+    Call on every process. Without ``torch.distributed`` (one process) this is ``[value]``."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [value]
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Contiguous CPU copies of the trainable parameters of ``model`` by name."""
     return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
@@ -147,17 +176,37 @@ def _write_file(path: Path, content: Any) -> None:
         path.write_text(str(content))
 
 
-def read_checkpoint(folder: Path, rank: int = 0) -> dict[str, Any]:
-    """The contents of checkpoint ``folder`` for process ``rank`` (torch files loaded weights_only)."""
+def read_checkpoint(folder: Path, rank: int = 0, processes: int | None = None) -> dict[str, Any]:
+    """The contents of checkpoint ``folder`` for process ``rank`` of ``processes`` (torch files loaded
+    weights_only); ``"rng"`` is that process's random state.
+
+    A ``ConfigError`` when the checkpoint was written by another number of processes."""
     folder = Path(folder)
+    state = json.loads((folder / "state.json").read_text())
+    saved = state.get("processes")
+    if processes is not None and saved is not None and saved != processes:
+        raise ConfigError(
+            f"{folder} was written by {saved} processes; resume it with {saved} (this run has "
+            f"{processes}): the global batch, the data order and each process's random state depend "
+            "on the number of processes"
+        )
     rng_file = folder / f"rng-{rank}.pt"
-    if not rng_file.exists():  # resumed with a different process count: rank 0's torch state
+    if not rng_file.exists():  # written before every process saved its own state
+        warnings.warn(
+            f"{folder} holds no random state for process {rank}; using process 0's: dropout will "
+            "differ from the uninterrupted run",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         rng_file = folder / "rng-0.pt"
+    rng = torch.load(rng_file, weights_only=True)
+    if "python" not in rng:  # older layout: Python/NumPy states (of process 0) in state.json
+        rng.update(state["rng"])
     return {
         "trainable": load_file(str(folder / "trainable.safetensors")),
         "optim": torch.load(folder / "optimizer.pt", weights_only=True),
-        "torch_rng": torch.load(rng_file, weights_only=True),
-        "state": json.loads((folder / "state.json").read_text()),
+        "rng": rng,
+        "state": state,
     }
 
 

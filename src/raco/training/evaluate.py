@@ -3,6 +3,9 @@
 Preference accuracy of objective i = fraction of rows with s_i ≠ 0 whose implicit reward (β·(π − ρ),
 or β·π/n for reference-free losses) is higher for the response the objective prefers. The weighted
 accuracy is Σ_i w_i · accuracy_i.
+
+Under several processes every process evaluates every row (the held-out set is not sharded), so each
+holds the values of the whole set — those of a 1-process run — and the main process logs them.
 """
 
 from __future__ import annotations

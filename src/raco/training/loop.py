@@ -28,6 +28,8 @@ import yaml
 
 from raco.config import ConfigError, RunConfig, from_dict, load_config, save_config
 from raco.gradients import NonFiniteGradientError
+from raco.gradients.store import all_reduce_sum
+from raco.losses.pairwise import reward_means, summed_rewards
 from raco.training import checkpoint as ckpt
 from raco.training.evaluate import evaluate
 from raco.training.inputs import eval_batches, step_micro_batches
@@ -130,14 +132,14 @@ def resume(
 
 
 def restore(s: Session, folder: Path) -> None:
-    """Load weights, optimizer, scheduler, RNG states and position from checkpoint ``folder``."""
-    saved = ckpt.read_checkpoint(folder, s.accelerator.process_index)
+    """Load weights, optimizer, scheduler, this process's RNG states and position from checkpoint
+    ``folder`` (a ``ConfigError`` if it was written by another number of processes)."""
+    saved = ckpt.read_checkpoint(folder, s.accelerator.process_index, s.accelerator.num_processes)
     ckpt.load_trainable(s.model, saved["trainable"])
     s.optimizer.load_state_dict(saved["optim"]["optimizer"])
     s.scheduler.load_state_dict(saved["optim"]["scheduler"])
-    ckpt.set_torch_rng_state(saved["torch_rng"])
+    ckpt.set_rng_state(saved["rng"])
     state = saved["state"]
-    ckpt.set_python_rng_state(state["rng"])
     s.step, s.skips_in_a_row, s.skipped_steps = state["step"], state["skips_in_a_row"], state["skipped_steps"]
     if "loss_scale" in state:
         s.loss_scale.load_state_dict(state["loss_scale"])
@@ -147,8 +149,10 @@ def restore(s: Session, folder: Path) -> None:
 
 
 def save_checkpoint(s: Session) -> Path | None:
-    """Write a checkpoint of the current step (main process), keeping the newest ``keep_last``."""
+    """Write a checkpoint of the current step (main process, with every process's RNG state), keeping
+    the newest ``keep_last``. Call on every process."""
     s.accelerator.wait_for_everyone()
+    rng_states = ckpt.gather_to_main(ckpt.rng_state())
     path = None
     if s.accelerator.is_main_process:
         state = {
@@ -156,13 +160,12 @@ def save_checkpoint(s: Session) -> Path | None:
             "skips_in_a_row": s.skips_in_a_row,
             "skipped_steps": s.skipped_steps,
             "loss_scale": s.loss_scale.state_dict(),
-            "rng": ckpt.python_rng_state(),
             "processes": s.accelerator.num_processes,
         }
         files = {
             "trainable.safetensors": ckpt.trainable_state(s.model),
             "optimizer.pt": {"optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict()},
-            "rng-0.pt": ckpt.torch_rng_state(),
+            **{f"rng-{rank}.pt": rng for rank, rng in enumerate(rng_states)},
             "state.json": state,
             CONFIG_FILE: (s.run_dir / CONFIG_FILE).read_text(),
         }
@@ -171,13 +174,40 @@ def save_checkpoint(s: Session) -> Path | None:
     return path
 
 
-def _step_metrics(s: Session, report, micro_metrics: list[dict], grad_norm: float) -> dict[str, float]:
-    names = [spec.name for spec in s.specs]
-    metrics = report.metrics(names)
-    for key in {k for m in micro_metrics for k in m if not k.startswith("loss/")}:
-        values = [m[key] for m in micro_metrics if key in m]
-        metrics[key] = sum(values) / len(values)
-    metrics["grad_norm"] = grad_norm
+@dataclass(frozen=True)
+class _StepTotals:
+    """A step's additive statistics over its whole global batch (every micro-batch, every process)."""
+
+    losses: torch.Tensor  # [k] per-objective losses L_i
+    rewards: torch.Tensor  # [k, len(REWARD_SUMS)] reward sums (losses/pairwise.py)
+    tokens: float  # non-padding tokens
+
+
+def _step_totals(s: Session, batches: list[dict], micro_metrics: list[dict]) -> _StepTotals:
+    """Sum this process's micro-batch statistics, then all processes' (one all-reduce), so that every
+    logged value is that of the global batch, not of one process or one micro-batch."""
+    k = len(s.specs)
+    losses = [sum(m[f"loss/{spec.name}"] for m in micro_metrics) for spec in s.specs]
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    rewards = summed_rewards(micro_metrics, s.specs)
+    flat = torch.cat([torch.tensor([*losses, tokens], dtype=torch.float64), rewards.flatten()])
+    all_reduce_sum([flat])
+    return _StepTotals(flat[:k], flat[k + 1 :].reshape(rewards.shape), float(flat[k]))
+
+
+def _batch_metrics(s: Session, totals: _StepTotals, started: float) -> dict[str, float]:
+    """Reward metrics and token counts of the global batch; the throughput is that of all processes."""
+    seconds = max(time.perf_counter() - started, 1e-9)
+    metrics = reward_means(totals.rewards, s.specs)
+    metrics.update(tokens=totals.tokens, tokens_per_second=totals.tokens / seconds)
+    return metrics
+
+
+def _step_metrics(
+    s: Session, report, totals: _StepTotals, grad_norm: float, started: float
+) -> dict[str, float]:
+    metrics = report.metrics([spec.name for spec in s.specs])
+    metrics.update(_batch_metrics(s, totals, started), grad_norm=grad_norm)
     return {**metrics, **_schedule_metrics(s)}
 
 
@@ -201,10 +231,11 @@ def train_step(s: Session) -> dict[str, float]:
         with s.autocast():
             metrics = s.engine.accumulate(batch, counts=counts, ref_logps=ref, loss_scale=s.loss_scale.value)
         micro_metrics.append(metrics)
+    totals = _step_totals(s, batches, micro_metrics)
     try:
         report = s.engine.finish_step()
     except NonFiniteGradientError:
-        return _skip_non_finite(s, micro_metrics)
+        return _skip_non_finite(s, totals, started)
     max_norm = s.cfg.train.max_grad_norm if s.cfg.train.max_grad_norm is not None else math.inf
     grad_norm = float(torch.nn.utils.clip_grad_norm_(s.params, max_norm))
     finite = math.isfinite(grad_norm) and bool(torch.isfinite(report.losses).all())
@@ -216,9 +247,7 @@ def train_step(s: Session) -> dict[str, float]:
         _count_skip(s)
     _advance_schedule(s)
     s.optimizer.zero_grad(set_to_none=True)
-    metrics = _step_metrics(s, report, micro_metrics, grad_norm)
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches) * s.accelerator.num_processes
-    metrics["tokens_per_second"] = tokens / max(time.perf_counter() - started, 1e-9)
+    metrics = _step_metrics(s, report, totals, grad_norm, started)
     metrics["skipped"] = float(not finite)
     return metrics
 
@@ -241,14 +270,16 @@ def _advance_schedule(s: Session) -> None:
         s.scheduler.step()
 
 
-def _skip_non_finite(s: Session, micro_metrics: list[dict]) -> dict[str, float]:
+def _skip_non_finite(s: Session, totals: _StepTotals, started: float) -> dict[str, float]:
     """Discard a step whose per-objective gradients are not finite (no update; counted as skipped)."""
     s.engine.discard_step()
     s.optimizer.zero_grad(set_to_none=True)
     _count_skip(s)
     _advance_schedule(s)
-    metrics = {k: v for m in micro_metrics for k, v in m.items()}
-    metrics.update(_schedule_metrics(s), skipped=1.0, grad_norm=math.nan, tokens_per_second=0.0)
+    metrics = {f"loss/{spec.name}": float(v) for spec, v in zip(s.specs, totals.losses, strict=True)}
+    metrics.update(
+        _batch_metrics(s, totals, started), **_schedule_metrics(s), skipped=1.0, grad_norm=math.nan
+    )
     return metrics
 
 

@@ -1,6 +1,8 @@
 """What the user sees while training: a JSONL metrics file, accelerate trackers, a progress bar.
 
 ``metrics.jsonl`` holds one JSON object per logged step (``{"step": s, ...}``) and one per evaluation.
+Only the main process writes, so every value it is given must already be that of the global batch
+(the loop all-reduces the step's statistics; evaluation covers every row on every process).
 On resume, lines after the checkpoint's step are dropped first, so the file of a resumed run equals
 the file of an uninterrupted one.
 """
