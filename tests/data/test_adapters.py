@@ -208,9 +208,33 @@ def test_trl_standard_explicit_prompt(assets):
     assert (data[0].prompt, data[0].response_1, data[0].response_2) == ("The sky is", " blue.", " green.")
 
 
-def test_trl_implicit_prompt_text_splits_at_a_word_boundary(assets):
+def test_trl_implicit_prompt_text_splits_as_trl_does(assets):
+    """TRL's implicit and explicit text examples are the same pair: the space starts the responses."""
     (row,) = load(assets / "trl_implicit.jsonl").rows
-    assert (row.prompt, row.response_1, row.response_2) == ("The sky is ", "blue.", "green.")
+    assert (row.prompt, row.response_1, row.response_2) == ("The sky is", " blue.", " green.")
+    explicit = load(assets / "trl_standard.jsonl")[0]
+    assert (row.prompt, row.response_1, row.response_2) == (
+        explicit.prompt,
+        explicit.response_1,
+        explicit.response_2,
+    )
+
+
+@pytest.mark.parametrize(
+    ("chosen", "rejected", "split"),
+    [
+        # the common start "It is bl" is cut back to the word boundary, not inside "blue"/"black"
+        ("It is blue.", "It is black.", ("It is", " blue.", " black.")),
+        # a line break before the cut stays in the prompt (only a space moves, as in TRL)
+        ("Q: hi\nA: yes", "Q: hi\nA: no", ("Q: hi\nA:", " yes", " no")),
+        ("Q: hi\nyes", "Q: hi\nno", ("Q: hi\n", "yes", "no")),
+        # no whitespace at all in the common start: the whole common start, as TRL takes it
+        ("你好吗？很好", "你好吗？不好", ("你好吗？", "很好", "不好")),
+    ],
+)
+def test_trl_implicit_prompt_text_boundaries(write_jsonl, chosen, rejected, split):
+    (row,) = load(write_jsonl([{"chosen": chosen, "rejected": rejected}])).rows
+    assert (row.prompt, row.response_1, row.response_2) == split
 
 
 def test_trl_conversational_explicit_and_implicit(assets):

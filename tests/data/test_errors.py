@@ -62,9 +62,8 @@ def test_wrong_type_is_named(write_jsonl):
     [
         ({"better_response_id": 2}, "better_response_id", "must be 0 or 1"),
         ({"safer_response_id": "1"}, "safer_response_id", "must be 0 or 1"),
-        ({"response_1": ""}, "response_1", "is empty"),
-        ({"response_1": "a"}, "response_1", "identical"),
         ({"prompt": None}, "prompt", "missing"),
+        ({"response_1": 3}, "response_1", "has type int"),
         ({"is_response_0_safe": "yes"}, "is_response_0_safe", "true or false"),
     ],
 )
@@ -106,17 +105,54 @@ def test_skip_mode_counts_invalid_rows(write_jsonl):
     path = write_jsonl(
         [
             PKU_ROW,
-            PKU_ROW | {"response_1": "a"},
+            PKU_ROW | {"response_1": ["b"]},
             PKU_ROW | {"better_response_id": 7},
-            PKU_ROW | {"response_1": "a"},
+            PKU_ROW | {"response_1": ["c"]},
         ]
     )
     data = load(path, on_invalid="skip")
     assert len(data) == 1
     assert data.skipped == {
-        "invalid response_1: is identical to the other response": 2,
+        "invalid response_1: message 0 must be a mapping with 'role' and 'content', got 'b'": 1,
         "invalid better_response_id: must be 0 or 1 (the id of a response), got 7": 1,
+        "invalid response_1: message 0 must be a mapping with 'role' and 'content', got 'c'": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("rows", "field"),
+    [
+        (
+            [
+                {"prompt": "p", "chosen": "a", "rejected": "b"},
+                {"prompt": "p", "chosen": "a", "rejected": "a"},
+            ],
+            "rejected",
+        ),
+        (
+            [
+                {"prompt": "p", "response_1": "x", "response_2": "y", "raco_s_a": 1},
+                {"prompt": "p", "response_1": "x", "response_2": "x", "raco_s_a": 1},
+            ],
+            "response_2",
+        ),
+    ],
+)
+def test_identical_responses_in_a_users_own_file_are_errors(write_jsonl, rows, field):
+    """Generic layouts (trl, pairwise) are the user's own files: a bad pair is named, not skipped."""
+    path = write_jsonl(rows)
+    err = error_of(path)
+    assert str(err) == f"{path}, line 2, field '{field}': is identical to the other response"
+
+
+@pytest.mark.parametrize("empty", ["", "   ", [{"role": "assistant", "content": " "}]])
+def test_empty_response_in_a_users_own_file_is_an_error(write_jsonl, empty):
+    path = write_jsonl(
+        [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": empty, "rejected": "b"}]
+    )
+    err = error_of(path)
+    assert (err.file, err.row, err.field) == (str(path), 2, "chosen")
+    assert err.message.startswith("is empty")
 
 
 def test_all_zero_rows_are_skipped_not_errors(write_jsonl):
@@ -174,4 +210,4 @@ def test_prompt_like_columns_keep_the_implicit_prompt(write_jsonl):
     """A column that merely contains the word (``prompt_id``) is not taken for a misspelling."""
     path = write_jsonl([{"prompt_id": 7, "chosen": "Q: hi A: yes", "rejected": "Q: hi A: no"}])
     (row,) = load(path).rows
-    assert (row.prompt, row.response_1, row.response_2) == ("Q: hi A: ", "yes", "no")
+    assert (row.prompt, row.response_1, row.response_2) == ("Q: hi A:", " yes", " no")

@@ -2,22 +2,51 @@
 
 JSON and JSONL are read with the :mod:`json` module so that every value keeps its own type and a
 malformed line is reported with its line number (Arrow would unify or reject mixed types and hide
-the offending row). Parquet, CSV, dataset folders and hub datasets go through ``datasets``.
+the offending row). Parquet, CSV, dataset folders and hub datasets go through ``datasets``, which is
+imported only then (it takes a second to import). Single JSON, JSONL, CSV and TSV files may be
+compressed (``.gz``, ``.bz2``, ``.xz``: how hh-rlhf and HelpSteer2 ship, e.g. ``train.jsonl.gz``).
 """
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
 import json
-from collections.abc import Iterator, Sequence
+import lzma
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from raco.data.errors import DataError, closest_name
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-FILE_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".parquet", ".csv", ".tsv")
+TEXT_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".csv", ".tsv")
+FILE_SUFFIXES = (*TEXT_SUFFIXES, ".parquet")
+COMPRESSION: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+"""Compression suffix -> opener of the decompressed bytes (codecs that `datasets` also reads)."""
+_COMPRESSION_ERRORS = (OSError, EOFError, lzma.LZMAError)
+
+_quiet = False
+
+
+def quiet_progress_bars() -> None:
+    """Silence the progress bars of ``datasets`` (now if imported, else once it is imported here)."""
+    global _quiet
+    _quiet = True
+    import sys
+
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+
+
+def _datasets():
+    import datasets
+
+    if _quiet:
+        datasets.disable_progress_bars()
+    return datasets
 
 
 @dataclass
@@ -82,7 +111,7 @@ def load_records(
         records = _load_file(path)
     elif path.is_dir():
         records = _load_hf(str(path), split=split, config_name=config_name, data_dir=data_dir, revision=None)
-    elif path.suffix.lower() in FILE_SUFFIXES or path_or_name.startswith((".", "/", "~")):
+    elif _kind(path)[0] in FILE_SUFFIXES or path_or_name.startswith((".", "/", "~")):
         raise DataError(f"no such file (looked for {path.resolve()})", file=path_or_name)
     else:
         records = _load_hf(
@@ -93,24 +122,69 @@ def load_records(
     return records
 
 
-def _load_file(path: Path) -> Records:
+def _kind(path: Path) -> tuple[str, str | None]:
+    """(file type suffix, compression suffix or None): ``train.jsonl.gz`` -> ``(".jsonl", ".gz")``."""
     suffix = path.suffix.lower()
+    if suffix in COMPRESSION:
+        return Path(path.stem).suffix.lower(), suffix
+    return suffix, None
+
+
+def _load_file(path: Path) -> Records:
+    suffix, compression = _kind(path)
+    if compression is not None and suffix not in TEXT_SUFFIXES:
+        raise DataError(
+            f"unknown file type {suffix + compression!r}; compressed ({', '.join(COMPRESSION)}) "
+            f"files must be one of {', '.join(TEXT_SUFFIXES)}",
+            file=str(path),
+        )
     if suffix in JSONL_SUFFIXES:
-        return _read_jsonl(path)
+        return _read_jsonl(path, compression)
     if suffix == ".json":
-        return _read_json(path)
+        return _read_json(path, compression)
     if suffix == ".parquet":
         return _load_builder("parquet", path)
     if suffix in (".csv", ".tsv"):
         return _decode_json_cells(_load_builder("csv", path, sep="\t" if suffix == ".tsv" else ","))
-    raise DataError(f"unknown file type {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}", file=str(path))
+    known = ", ".join(FILE_SUFFIXES)
+    raise DataError(
+        f"unknown file type {path.suffix.lower() or '(none)'!r}; use one of {known} "
+        f"(JSON/CSV also compressed: {', '.join(COMPRESSION)})",
+        file=str(path),
+    )
 
 
-def _read_jsonl(path: Path) -> Records:
+@contextlib.contextmanager
+def _open_binary(path: Path, compression: str | None) -> Iterator[IO[bytes]]:
+    """The file's bytes, decompressed; a damaged archive is a :class:`DataError` naming the file."""
+    try:
+        with COMPRESSION[compression](path, "rb") if compression else path.open("rb") as handle:
+            yield handle
+    except _COMPRESSION_ERRORS as err:
+        problem = f"is not a valid {compression} file" if compression else "cannot be read"
+        raise DataError(f"{problem}: {err}", file=str(path)) from None
+
+
+def _decode(raw: bytes, path: Path, number: int | None, first: bool) -> str:
+    """UTF-8 text of one line (or the whole file); a leading byte-order mark is dropped."""
+    try:
+        return raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"is not UTF-8 text (byte {err.start + 1} of the {'line' if number else 'file'}: "
+            f"{raw[err.start : err.start + 1]!r}); convert the file to UTF-8",
+            file=str(path),
+            row=number,
+            line=number is not None,
+        ) from None
+
+
+def _read_jsonl(path: Path, compression: str | None = None) -> Records:
     rows: list[dict[str, Any]] = []
     numbers: list[int] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with _open_binary(path, compression) as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _decode(raw, path, number, first=number == 1)
             if not line.strip():
                 continue
             try:
@@ -128,15 +202,16 @@ def _read_jsonl(path: Path) -> Records:
     return Records(str(path), _columns(rows), rows, numbers, by_line=True)
 
 
-def _read_json(path: Path) -> Records:
-    text = path.read_text(encoding="utf-8")
+def _read_json(path: Path, compression: str | None = None) -> Records:
+    with _open_binary(path, compression) as handle:
+        text = _decode(handle.read(), path, None, first=True)
     if not text.strip():
         return Records(str(path), (), [])
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         if "\n{" in text.strip():  # JSON Lines saved as .json, as `datasets` accepts
-            return _read_jsonl(path)
+            return _read_jsonl(path, compression)
         raise DataError(
             f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}", file=str(path)
         ) from None
@@ -160,10 +235,10 @@ def _columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
 
 
 def _load_builder(builder: str, path: Path, **kwargs: Any) -> Records:
-    import datasets
-
-    if path.stat().st_size == 0:
+    """One file through a ``datasets`` builder (which decompresses ``.gz``/``.bz2``/``.xz`` itself)."""
+    if path.stat().st_size == 0 or _is_empty_archive(path):
         return Records(str(path), (), [])
+    datasets = _datasets()
     try:
         table = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as err:  # datasets raises many types; report them all as bad input
@@ -184,10 +259,18 @@ def _decode_json_cells(records: Records) -> Records:
     return Records(records.name, records.columns, rows)
 
 
+def _is_empty_archive(path: Path) -> bool:
+    compression = _kind(path)[1]
+    if compression is None:
+        return False
+    with _open_binary(path, compression) as handle:
+        return not handle.read(1)
+
+
 def _load_hf(
     name: str, *, split: str, config_name: str | None, data_dir: str | None, revision: str | None
 ) -> Records:
-    import datasets
+    datasets = _datasets()
 
     label = name + (f" ({config_name})" if config_name else "") + (f" [{data_dir}]" if data_dir else "")
     try:

@@ -85,6 +85,21 @@ def check_text(value: Any, field: str) -> Text:
     raise DataError(f"has type {type(value).__name__}; expected text or a list of chat messages", field=field)
 
 
+def is_blank(value: Any) -> bool:
+    """True for an empty response: blank text, an empty list, or messages whose contents are all blank
+    (a value of the wrong type is not blank; :func:`check_response` reports it)."""
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list | tuple):
+        return all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) and not m["content"].strip()
+            for m in value
+        )
+    return False
+
+
 def check_response(value: Any, field: str) -> Text:
     """A response: text, or assistant message(s) (a lone ``{role, content}`` mapping is accepted)."""
     text = check_text(value, field)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from raco.data.adapters import hh_rlhf, pku_saferlhf, raco_reddit, ultrafeedback
 from raco.data.adapters.generic import SIGN_PREFIX, load_pairwise, load_trl
 from raco.data.adapters.helpsteer2 import load_helpsteer2
 from raco.data.adapters.hh_rlhf import ASSISTANT, load_hh_rlhf
@@ -26,6 +27,14 @@ ADAPTERS: dict[str, Adapter] = {
     "helpsteer2": load_helpsteer2,
     "hh_rlhf": load_hh_rlhf,
 }
+
+ADAPTER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "pku_saferlhf": tuple(pku_saferlhf.OPTIONS),
+    "raco_reddit": tuple(raco_reddit.OPTIONS),
+    "ultrafeedback": tuple(ultrafeedback.OPTIONS),
+    "hh_rlhf": tuple(hh_rlhf.OPTIONS),
+}
+"""Adapter -> the names of its ``options`` (adapters not listed take none)."""
 
 
 def detect_adapter(records: Records, spec: DataSpec) -> str:
@@ -70,4 +79,4 @@ def get_adapter(name: str) -> Adapter:
     return ADAPTERS[name]
 
 
-__all__ = ["ADAPTERS", "ASSISTANT", "Adapter", "detect_adapter", "get_adapter"]
+__all__ = ["ADAPTERS", "ADAPTER_OPTIONS", "ASSISTANT", "Adapter", "detect_adapter", "get_adapter"]

@@ -4,11 +4,17 @@ preference formats (``prompt``/``chosen``/``rejected``, explicit or implicit pro
 Sign columns are those named ``raco_s_<objective>``, or the ``labels`` mapping of the spec
 (objective -> column). A TRL dataset without sign columns has one objective (the single name in
 ``spec.objectives`` or ``"preference"``) with sign +1 (chosen preferred) on every row.
+
+The prompt follows TRL's ``maybe_extract_prompt``: when chosen and rejected hold whole conversations
+(their first message is not an assistant turn) and the ``prompt`` column is text (as in
+HuggingFaceH4/ultrafeedback_binarized), or there is no prompt, the prompt is their common leading
+messages. A ``prompt`` of messages that chosen and rejected both repeat at their start is removed
+from them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from raco.data.collect import RowCollector
 from raco.data.errors import DataError, closest_name
@@ -68,8 +74,13 @@ def load_pairwise(records: Records, spec: DataSpec) -> PreferenceDataset:
     return collector.dataset()
 
 
-def load_trl(records: Records, spec: DataSpec) -> PreferenceDataset:
-    """TRL preference rows: chosen is response 1, rejected response 2; prompt explicit or implicit."""
+def load_trl(
+    records: Records, spec: DataSpec, bad_pairs: Literal["error", "skip"] = "error"
+) -> PreferenceDataset:
+    """TRL preference rows: chosen is response 1, rejected response 2; prompt explicit or implicit.
+
+    ``bad_pairs="skip"`` (for built-in datasets in this layout) counts pairs with an empty response or
+    two identical responses instead of raising (see :class:`RowCollector`)."""
     names = column_names(records, spec)
     records.require(names["chosen"], names["rejected"])
     reject_misspelled_prompt(records, names["prompt"])
@@ -80,15 +91,12 @@ def load_trl(records: Records, spec: DataSpec) -> PreferenceDataset:
         objectives = spec.objectives
     else:
         objectives = (DEFAULT_OBJECTIVE,)
-    collector = RowCollector(records, objectives, spec.on_invalid)
+    collector = RowCollector(records, objectives, spec.on_invalid, bad_pairs=bad_pairs)
     fields = (names["prompt"], names["chosen"], names["rejected"])
     for number, row in records.numbered():
         with collector.at(number):
             chosen, rejected = get_field(row, fields[1]), get_field(row, fields[2])
-            if row.get(fields[0]) is not None:
-                prompt = row[fields[0]]
-            else:
-                prompt, chosen, rejected = split_implicit_prompt(chosen, rejected, fields)
+            prompt, chosen, rejected = trl_prompt(row.get(fields[0]), chosen, rejected, fields)
             signs = read_signs(row, labels) if labels else (1,)
             collector.add(prompt, chosen, rejected, signs, fields=fields)
     return collector.dataset()
@@ -111,11 +119,56 @@ def reject_misspelled_prompt(records: Records, prompt: str) -> None:
         )
 
 
+def holds_conversation(value: Any) -> bool:
+    """True for a list of chat messages that starts with a non-assistant turn (a whole conversation,
+    prompt included, rather than the assistant reply alone)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and isinstance(value[0], dict)
+        and value[0].get("role") not in (None, "assistant")
+    )
+
+
+def trl_prompt(prompt: Any, chosen: Any, rejected: Any, fields: tuple[str, str, str]) -> tuple[Any, Any, Any]:
+    """(prompt, chosen reply, rejected reply) of one TRL row, explicit or implicit prompt.
+
+    * no prompt (missing or null): the implicit prompt, :func:`split_implicit_prompt`;
+    * chosen and rejected hold whole conversations and the prompt is text (TRL's
+      ``maybe_extract_prompt`` case, e.g. ultrafeedback_binarized): the implicit prompt too;
+    * chosen and rejected hold whole conversations and the prompt is messages they both start with:
+      those messages are the prompt, the rest the replies;
+    * otherwise the prompt is explicit and the replies are taken as they are.
+    """
+    if prompt is None:
+        return split_implicit_prompt(chosen, rejected, fields)
+    if not (holds_conversation(chosen) and holds_conversation(rejected)):
+        return prompt, chosen, rejected
+    if isinstance(prompt, str):
+        return split_implicit_prompt(chosen, rejected, fields)
+    if isinstance(prompt, list | dict):
+        messages = check_messages(prompt, fields[0])
+        first, second = check_messages(chosen, fields[1]), check_messages(rejected, fields[2])
+        size = len(messages)
+        for name, value in ((fields[1], first), (fields[2], second)):
+            if value[:size] != messages:
+                raise DataError(
+                    "holds a whole conversation that does not start with the prompt's messages; give the "
+                    "assistant reply alone, or leave the prompt out to take the common start of chosen "
+                    "and rejected as the prompt",
+                    field=name,
+                )
+        return messages, first[size:], second[size:]
+    return prompt, chosen, rejected
+
+
 def split_implicit_prompt(chosen: Any, rejected: Any, fields: tuple[str, str, str]) -> tuple[Any, Any, Any]:
     """Split two full conversations at the end of their common start (TRL's implicit prompt).
 
     Messages: the longest run of equal leading messages is the prompt. Text: the longest common
-    prefix, moved back to just after the last whitespace so no word is cut.
+    prefix, moved back to just after the last whitespace so no word is cut (the whole common prefix
+    when it has no whitespace); as in TRL, a space just before the cut starts the responses, so
+    ``"The sky is blue."`` / ``"The sky is green."`` give ``"The sky is"``, ``" blue."``, ``" green."``.
     """
     if isinstance(chosen, list) and isinstance(rejected, list):
         first, second = check_messages(chosen, fields[1]), check_messages(rejected, fields[2])
@@ -127,9 +180,14 @@ def split_implicit_prompt(chosen: Any, rejected: Any, fields: tuple[str, str, st
         shared = 0
         while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
             shared += 1
-        while shared > 0 and not chosen[shared - 1].isspace():
-            shared -= 1
-        return chosen[:shared], chosen[shared:], rejected[shared:]
+        cut = shared
+        while cut > 0 and not chosen[cut - 1].isspace():
+            cut -= 1
+        if cut == 0:
+            cut = shared
+        if cut > 0 and chosen[cut - 1] == " ":
+            cut -= 1
+        return chosen[:cut], chosen[cut:], rejected[cut:]
     raise DataError(
         f"chosen and rejected must both be text or both be chat messages without a prompt column, got "
         f"{type(chosen).__name__} and {type(rejected).__name__}",

@@ -5,8 +5,9 @@ Columns used: ``prompt``, ``response`` and the integer attributes ``helpfulness`
 ``spec.objectives``). Pairing rule: rows with the same prompt text are grouped (in order of first
 appearance); every pair ``(i, j)``, ``i < j`` in file order, gives one row with response 1 = row
 ``i`` and, per attribute, the sign of ``score_i - score_j``. Higher scores are preferred unless
-``spec.directions`` says ``"lower"`` (e.g. ``{"verbosity": "lower"}``). A prompt with one response
-gives no pair (counted in ``skipped``).
+``spec.directions`` says ``"lower"`` (e.g. ``{"verbosity": "lower"}``). Rows with an empty response
+are left out before pairing, pairs of identical responses are skipped, and a prompt left with one
+response gives no pair (all three counted in ``skipped`` and logged).
 """
 
 from __future__ import annotations
@@ -19,22 +20,29 @@ from raco.data.errors import DataError
 from raco.data.schema import PreferenceDataset
 from raco.data.sources import Records, get_field
 from raco.data.spec import DataSpec
+from raco.data.validate import check_response, is_blank
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+EMPTY_ROW = "row with empty response"
 
 
 def load_helpsteer2(records: Records, spec: DataSpec) -> PreferenceDataset:
     """Pairs of HelpSteer2 responses to the same prompt, one sign per attribute."""
     records.require("prompt", "response", *ATTRIBUTES)
-    collector = RowCollector(records, ATTRIBUTES, spec.on_invalid)
+    collector = RowCollector(records, ATTRIBUTES, spec.on_invalid, bad_pairs="skip")
     groups: dict[Any, list[tuple[int, Any, tuple[int, ...]]]] = {}
     for number, row in records.numbered():
         with collector.at(number):
             prompt = get_field(row, "prompt")
             if not isinstance(prompt, str):
                 raise DataError(f"must be text, got {type(prompt).__name__}", field="prompt")
+            response = get_field(row, "response")
+            if is_blank(response):
+                collector.skip(EMPTY_ROW)
+                continue
+            check_response(response, "response")
             scores = tuple(_score(row, name) for name in ATTRIBUTES)
-            groups.setdefault(prompt, []).append((number, get_field(row, "response"), scores))
+            groups.setdefault(prompt, []).append((number, response, scores))
     for prompt, members in groups.items():
         if len(members) == 1:
             collector.skip("prompt with a single response")

@@ -2,8 +2,9 @@
 
 Each transcript is ``"\\n\\nHuman: ...\\n\\nAssistant: ..."``; it is split after its last
 ``"\\n\\nAssistant:"``: the part up to there is the prompt, the rest (with its leading space) the
-response, so prompt + response is the original text. Rows whose chosen and rejected prompts differ
-are skipped and counted (a known property of a few real rows). One objective: the single name in
+response, so prompt + response is the original text. Rows whose chosen and rejected prompts differ,
+whose final reply is empty, or whose chosen and rejected replies are identical are skipped, counted and
+logged (properties of a few real rows). One objective: the single name in
 ``spec.objectives``, else ``helpful``/``harmless`` from ``data_dir``, else ``"preference"``; used
 per objective in separate-datasets mode. Option ``messages=True`` gives chat messages instead
 (Human -> user, Assistant -> assistant) so the model's chat template is used.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from raco.data.collect import RowCollector, check_options
+from raco.data.collect import RowCollector, check_options, flag_option
 from raco.data.errors import DataError
 from raco.data.schema import Message, PreferenceDataset
 from raco.data.sources import Records, get_field
@@ -22,14 +23,14 @@ from raco.data.spec import DataSpec
 
 ASSISTANT = "\n\nAssistant:"
 TURN = re.compile(r"\n\n(Human|Assistant): ?")
-OPTIONS = {"messages": False}
+OPTIONS = {"messages": (False, flag_option)}
 
 
 def load_hh_rlhf(records: Records, spec: DataSpec) -> PreferenceDataset:
     """Rows of hh-rlhf with one objective, sign +1 (chosen is response 1)."""
-    options = check_options(records, dict(spec.options), OPTIONS)
+    options = check_options(records, spec.options, OPTIONS)
     records.require("chosen", "rejected")
-    collector = RowCollector(records, (_objective_name(spec),), spec.on_invalid)
+    collector = RowCollector(records, (_objective_name(spec),), spec.on_invalid, bad_pairs="skip")
     for number, row in records.numbered():
         with collector.at(number):
             prompt, chosen = split_transcript(get_field(row, "chosen"), "chosen")

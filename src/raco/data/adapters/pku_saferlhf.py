@@ -7,36 +7,34 @@ id of 0 gives sign +1 and an id of 1 gives -1.
 
 Option ``harmless_from``: ``"safer_response_id"`` (default) or ``"is_safe"``: the sign favours the
 safe response when exactly one of the two is safe, and is 0 when both or neither are safe.
+
+Pairs with an empty response or two identical responses are skipped, counted and logged.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from raco.data.collect import RowCollector, check_options
+from raco.data.collect import RowCollector, check_options, choice_option
 from raco.data.errors import DataError
 from raco.data.schema import PreferenceDataset
 from raco.data.sources import Records, get_field
 from raco.data.spec import DataSpec
 
 OBJECTIVES = ("helpful", "harmless")
-OPTIONS = {"harmless_from": "safer_response_id"}
+OPTIONS = {"harmless_from": ("safer_response_id", choice_option("safer_response_id", "is_safe"))}
 SAFE_FIELDS = ("is_response_0_safe", "is_response_1_safe")
 
 
 def load_pku_saferlhf(records: Records, spec: DataSpec) -> PreferenceDataset:
     """Rows of PKU-SafeRLHF with signs (helpful, harmless)."""
-    options = check_options(records, dict(spec.options), OPTIONS)
-    if options["harmless_from"] not in ("safer_response_id", "is_safe"):
-        raise DataError(
-            "must be 'safer_response_id' or 'is_safe'", file=records.name, field="options.harmless_from"
-        )
+    options = check_options(records, spec.options, OPTIONS)
     records.require("prompt", "response_0", "response_1", "better_response_id")
     if options["harmless_from"] == "is_safe":
         records.require(*SAFE_FIELDS)
     else:
         records.require("safer_response_id")
-    collector = RowCollector(records, OBJECTIVES, spec.on_invalid)
+    collector = RowCollector(records, OBJECTIVES, spec.on_invalid, bad_pairs="skip")
     fields = ("prompt", "response_0", "response_1")
     for number, row in records.numbered():
         with collector.at(number):

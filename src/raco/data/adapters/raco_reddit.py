@@ -11,6 +11,8 @@ Two layouts are read (assumptions, documented in docs/data.md):
   "lower"}`` to prefer the concise one.
 * TRL layout: ``prompt``/``chosen``/``rejected`` plus ``raco_s_<objective>`` sign columns, read as
   :func:`raco.data.adapters.generic.load_trl` does.
+
+In both layouts pairs with an empty summary or two identical summaries are skipped, counted and logged.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from raco.data.adapters.generic import load_trl
-from raco.data.collect import RowCollector, check_options
+from raco.data.collect import RowCollector, check_options, name_option
 from raco.data.errors import DataError
 from raco.data.schema import PreferenceDataset
 from raco.data.sources import Records, get_field
@@ -28,14 +30,14 @@ from raco.data.validate import check_messages, parse_sign
 LABELS = {"quality": "Quality", "verbosity": "Verbosity"}
 OPTIONAL_LABELS = {"faithfulness": "Faithfulness"}
 PROMPT_COLUMNS = ("prompt", "Prompt", "post", "Post")
-OPTIONS: dict[str, Any] = {"prompt_column": None}
+OPTIONS = {"prompt_column": (None, name_option)}
 
 
 def load_raco_reddit(records: Records, spec: DataSpec) -> PreferenceDataset:
     """Rows of RedditSummary-Alignment in either layout."""
     if "Summary_A" not in records.columns and "chosen" in records.columns:
-        return load_trl(records, spec)
-    options = check_options(records, dict(spec.options), OPTIONS)
+        return load_trl(records, spec, bad_pairs="skip")
+    options = check_options(records, spec.options, OPTIONS)
     records.require("Summary_A", "Summary_B")
     labels = dict(spec.labels) if spec.labels else _default_labels(records)
     records.require(*labels.values())
@@ -44,7 +46,7 @@ def load_raco_reddit(records: Records, spec: DataSpec) -> PreferenceDataset:
     )
     if options["prompt_column"]:
         records.require(prompt_column)
-    collector = RowCollector(records, tuple(labels), spec.on_invalid)
+    collector = RowCollector(records, tuple(labels), spec.on_invalid, bad_pairs="skip")
     for number, row in records.numbered():
         with collector.at(number):
             prompt, first, second = _split_summaries(row, prompt_column)

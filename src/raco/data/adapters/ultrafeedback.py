@@ -8,7 +8,7 @@ one-element list of such mappings is also accepted) for the aspects ``helpfulnes
 Pairing rule: every pair of completions ``(i, j)`` with ``i < j`` in list order gives one row with
 response 1 = completion ``i``; the sign of an aspect is the sign of ``rating_i - rating_j``, and 0
 when either rating is ``"N/A"`` or missing. Completions with an empty response are left out, pairs
-with identical responses skipped (both counted in ``skipped``); rows whose signs are all 0 are
+with identical responses skipped (both counted in ``skipped`` and logged); rows whose signs are all 0 are
 skipped later like everywhere else. Option ``max_pairs_per_prompt`` (default: all) keeps the first
 pairs in that order.
 """
@@ -18,31 +18,28 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Any
 
-from raco.data.collect import RowCollector, check_options, sign_of
+from raco.data.collect import RowCollector, check_options, count_option, sign_of
 from raco.data.errors import DataError
 from raco.data.schema import PreferenceDataset
 from raco.data.sources import Records, get_field
 from raco.data.spec import DataSpec
 
 ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
-OPTIONS: dict[str, Any] = {"max_pairs_per_prompt": None}
+OPTIONS = {"max_pairs_per_prompt": (None, count_option)}
 
 
 def load_ultrafeedback(records: Records, spec: DataSpec) -> PreferenceDataset:
     """Pairs of UltraFeedback completions with one sign per aspect."""
-    options = check_options(records, dict(spec.options), OPTIONS)
+    options = check_options(records, spec.options, OPTIONS)
     limit = options["max_pairs_per_prompt"]
     records.require("instruction", "completions")
-    collector = RowCollector(records, ASPECTS, spec.on_invalid)
+    collector = RowCollector(records, ASPECTS, spec.on_invalid, bad_pairs="skip")
     for number, row in records.numbered():
         with collector.at(number):
             prompt = get_field(row, "instruction")
             completions = _rated_completions(get_field(row, "completions"), collector)
             pairs = list(combinations(completions, 2))
             for (response_i, ratings_i), (response_j, ratings_j) in pairs[:limit]:
-                if response_i == response_j:
-                    collector.skip("identical responses")
-                    continue
                 signs = tuple(_compare(ratings_i[a], ratings_j[a]) for a in ASPECTS)
                 collector.add(
                     prompt, response_i, response_j, signs, fields=("instruction", "response", "response")
