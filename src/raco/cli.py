@@ -39,7 +39,11 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="inspect preference data")
     data_commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     inspect = data_commands.add_parser(
-        "inspect", help="rows, objectives, sign counts, conflict rates, skipped rows, examples"
+        "inspect",
+        help="rows, objectives, sign counts, conflict rates, skipped rows, examples",
+        description="Load preference data as `raco train` would (no model, no torch) and report rows, "
+        "objectives, sign counts, conflict rates, skipped rows and examples. Data options are spelt "
+        "as in `raco train` and its YAML `data:` section (docs/data.md).",
     )
     add_inspect_arguments(inspect)
     inspect.set_defaults(handler=run_inspect)

@@ -80,3 +80,31 @@ class DataSpec:
         if values.get("objectives") is not None:
             values["objectives"] = tuple(values["objectives"])
         return cls(**values)
+
+
+def spec_from_config(
+    data: Any,
+    *,
+    path: str | None = None,
+    split: str | None = None,
+    objectives: tuple[str, ...] | None = None,
+) -> DataSpec:
+    """The spec of a training config's ``data`` section (:class:`raco.config.DataConfig`, read by
+    attribute): its training source, or ``path``/``split`` instead (e.g. the held-out set). In
+    separate-datasets mode (``data.separate``) the spec merges one dataset per objective."""
+    separate = {} if path else {name: DataSpec.from_mapping(part) for name, part in data.separate.items()}
+    return DataSpec(
+        path_or_name=path or data.train or None,
+        separate=separate,
+        adapter=data.adapter,
+        split=split or data.split,
+        config_name=data.config_name,
+        data_dir=data.data_dir,
+        revision=data.revision,
+        columns=dict(data.columns),
+        labels=dict(data.labels),
+        objectives=objectives,
+        directions=dict(data.directions),
+        options=dict(data.options),
+        on_invalid=data.on_invalid,
+    )
