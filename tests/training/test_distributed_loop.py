@@ -46,11 +46,7 @@ def _configs(root: Path) -> dict[str, dict]:
         "lora.r": 4,
         "lora.dropout": 0.3,
         "lora.target_modules": ["q_proj", "v_proj"],
-        "model.reference": "auto",
-        # the plain path isolates the random states: on the fused path a fresh engine's first micro-batch
-        # currently takes the plain path's gradients (verify_fused), so there a resumed run differs from
-        # the uninterrupted one in the last bits whatever the random states (test_resume shows it)
-        "method.path": "plain",
+        "model.reference": "auto",  # the fused path (auto), verified on each segment's first micro-batch
     }
     return {
         "global": tiny_tree(

@@ -1,6 +1,6 @@
 """The internal form of preference data: a prompt, two responses, one sign per objective.
 
-Sign convention (ALGORITHM.md §1): ``+1`` objective prefers ``response_1``, ``-1`` prefers
+Sign convention (docs/algorithm.md §1): ``+1`` objective prefers ``response_1``, ``-1`` prefers
 ``response_2``, ``0`` tie or unknown (the row gives that objective no gradient).
 """
 

@@ -141,6 +141,8 @@ def restore(s: Session, folder: Path) -> None:
     ckpt.set_rng_state(saved["rng"])
     state = saved["state"]
     s.step, s.skips_in_a_row, s.skipped_steps = state["step"], state["skips_in_a_row"], state["skipped_steps"]
+    if state.get("gradient_path") == "plain":  # `auto` fell back before the checkpoint: stay there
+        s.engine.path = "plain"
     if "loss_scale" in state:
         s.loss_scale.load_state_dict(state["loss_scale"])
     if s.accelerator.is_main_process:
@@ -159,6 +161,7 @@ def save_checkpoint(s: Session) -> Path | None:
             "step": s.step,
             "skips_in_a_row": s.skips_in_a_row,
             "skipped_steps": s.skipped_steps,
+            "gradient_path": s.engine.path,
             "loss_scale": s.loss_scale.state_dict(),
             "processes": s.accelerator.num_processes,
         }
