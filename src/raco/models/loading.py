@@ -31,6 +31,7 @@ from raco.models.offline import cache_dir, smollm2_gguf_path, smollm2_tokenizer
 TINY_RANDOM = "tiny-random"
 SMOLLM2 = "smollm2-135m-instruct"
 BUILTIN_MODELS = (TINY_RANDOM, SMOLLM2)
+SMOLLM2_HF_DIR = "smollm2-135m-instruct-hf"  # under $RACO_CACHE
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -51,7 +52,7 @@ def smollm2_model_dir() -> Path:
         clean.save_pretrained(tmp, safe_serialization=True)
         AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(tmp)
 
-    return atomic_save_dir(build, cache_dir() / "smollm2-135m-instruct-hf")
+    return atomic_save_dir(build, cache_dir() / SMOLLM2_HF_DIR)
 
 
 def tiny_random_model(seed: int, vocab_size: int, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:

@@ -1,4 +1,10 @@
-"""The end of a run: the model (or LoRA adapter) in Hugging Face format, and ``summary.json``."""
+"""The end of a run: the model (or LoRA adapter) in Hugging Face format, and ``summary.json``.
+
+The model folder is made portable: a LoRA adapter's ``adapter_config.json`` names the base by its
+Hugging Face id (or raco alias) instead of the path it was loaded from, ``raco_base_model.json``
+records how that base is rebuilt, and ``README.md`` is a model card (:mod:`raco.models.card`).
+``summary.json`` keeps the machine-specific path of the base (``base_model.local_path``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from raco.config import to_dict
+from raco.models.card import ADAPTER, FULL, write_model_card
+from raco.models.portable import (
+    base_model_record,
+    local_base_path,
+    make_adapter_config_portable,
+    write_base_record,
+)
 
 MODEL_DIR = "model"
 SUMMARY_FILE = "summary.json"
@@ -27,11 +40,19 @@ def versions() -> dict[str, str]:
     return out
 
 
-def save_model(session, folder: Path) -> None:
-    """``save_pretrained`` (safetensors) of the policy or its adapter, plus the tokenizer."""
+def save_model(session, folder: Path, summary: dict[str, Any] | None = None) -> None:
+    """``save_pretrained`` (safetensors) of the policy or its adapter, plus the tokenizer; then the
+    portable base (adapter config and ``raco_base_model.json``) and, given the run's ``summary``,
+    the model card."""
     model = session.accelerator.unwrap_model(session.model)
     model.save_pretrained(folder, safe_serialization=True)
     session.tokenizer.save_pretrained(folder)
+    base = base_model_record(session.cfg.model)
+    write_base_record(folder, base)
+    if session.cfg.lora.enabled:
+        make_adapter_config_portable(folder, base)
+    if summary is not None:
+        write_model_card(folder, summary, ADAPTER if session.cfg.lora.enabled else FULL, base)
 
 
 def _finite(value: Any) -> Any:
@@ -55,6 +76,10 @@ def save_final(session, final_metrics: dict[str, float], wall_seconds: float) ->
         "processes": session.accelerator.num_processes,
         "wall_seconds": round(wall_seconds, 2),
         "trainable_parameters": sum(p.numel() for p in session.params),
+        "base_model": {
+            **base_model_record(session.cfg.model),
+            "local_path": local_base_path(session.cfg.model),  # this machine's copy: not portable
+        },
         "data": session.data.stats,
         "final_metrics": {k: _finite(v) for k, v in final_metrics.items()},
         "versions": versions(),
@@ -62,7 +87,7 @@ def save_final(session, final_metrics: dict[str, float], wall_seconds: float) ->
     }
     session.accelerator.wait_for_everyone()
     if session.accelerator.is_main_process:
-        save_model(session, run_dir / MODEL_DIR)
+        save_model(session, run_dir / MODEL_DIR, summary)
         (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str))
     session.accelerator.wait_for_everyone()
     return summary
