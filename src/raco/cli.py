@@ -24,6 +24,7 @@ def _build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_data(subparsers)
     _add_train(subparsers)
+    _add_export(subparsers)
     return parser
 
 
@@ -31,6 +32,19 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     # Listed here for `raco --help`; `raco train ...` itself is dispatched in main() to
     # raco.training.cli_train, whose flags (generated from the config dataclasses) need parse_known_args.
     subparsers.add_parser("train", help="train a model (see `raco train --help`)", add_help=False)
+
+
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    from raco.export import DESCRIPTION, add_export_arguments, run_export
+
+    export = subparsers.add_parser(
+        "export",
+        help="write a finished run's model as a plain transformers folder (or adapter) with a model card",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_export_arguments(export)
+    export.set_defaults(handler=run_export)
 
 
 def _add_data(subparsers: argparse._SubParsersAction) -> None:
