@@ -130,7 +130,7 @@ def finalize(dataset: PreferenceDataset, spec: DataSpec) -> PreferenceDataset:
             add_skip(skipped, ALL_ZERO)
             continue
         rows.append(replace(row, signs=signs))
-    return PreferenceDataset(tuple(chosen), reindexed(rows), skipped, dataset.source)
+    return PreferenceDataset(tuple(chosen), reindexed(rows), skipped, dataset.source, list(dataset.notes))
 
 
 OptionParser = Callable[[Any], Any]

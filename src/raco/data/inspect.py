@@ -42,7 +42,8 @@ def sign_counts(rows_signs: Iterable[Sequence[int]], objectives: Sequence[str]) 
 
 def dataset_stats(dataset: PreferenceDataset) -> dict[str, Any]:
     """``rows``, ``objectives``, ``signs`` ({objective: {"+1", "-1", "0"}}), ``conflict_rate``
-    ({"a|b": share}) and ``skipped`` ({reason: count})."""
+    ({"a|b": share}), ``skipped`` ({reason: count}) and, when loading noticed something (columns that
+    look like unread labels, :mod:`raco.data.hints`), ``notes``."""
     signs = sign_counts((row.signs for row in dataset.rows), dataset.objectives)
     pairs = list(combinations(range(len(dataset.objectives)), 2))
     conflicts = dict.fromkeys(pairs, 0)
@@ -59,12 +60,14 @@ def dataset_stats(dataset: PreferenceDataset) -> dict[str, Any]:
             for (i, j), count in conflicts.items()
         },
         "skipped": dict(dataset.skipped),
+        **({"notes": list(dataset.notes)} if dataset.notes else {}),
     }
 
 
 def format_stats(stats: dict[str, Any], examples: list[PreferenceRow], source: str | None) -> str:
     """Human-readable report of :func:`dataset_stats` plus a few example rows."""
     lines = [f"source: {source}", f"rows: {stats['rows']}", f"objectives: {', '.join(stats['objectives'])}"]
+    lines.extend(f"note: {note}" for note in stats.get("notes", []))
     lines.append("signs (+1 first preferred / -1 second preferred / 0 tie or unknown):")
     for name, counts in stats["signs"].items():
         lines.append(f"  {name}: +1 {counts['+1']}  -1 {counts['-1']}  0 {counts['0']}")

@@ -70,6 +70,7 @@ def merge_separate(parts: Mapping[str, PreferenceDataset]) -> PreferenceDataset:
             signs = tuple(row.signs[0] if i == position else 0 for i in range(len(objectives)))
             rows.append(PreferenceRow(row.prompt, row.response_1, row.response_2, signs, row.source))
     sources = ", ".join(str(p.source) for p in parts.values())
+    notes = [note for part in parts.values() for note in part.notes]
     return PreferenceDataset(
-        objectives, reindexed(rows), merge_skips(*(p.skipped for p in parts.values())), sources
+        objectives, reindexed(rows), merge_skips(*(p.skipped for p in parts.values())), sources, notes
     )

@@ -45,13 +45,16 @@ class PreferenceRow:
 class PreferenceDataset(Sequence[PreferenceRow]):
     """Rows of one schema plus the names of their objectives and what was skipped while loading.
 
-    ``skipped`` maps a reason (e.g. ``"all signs 0"``) to a count of source rows left out.
+    ``skipped`` maps a reason (e.g. ``"all signs 0"``) to a count of source rows left out; ``notes``
+    are what loading noticed and logged, such as columns that look like unread labels
+    (:mod:`raco.data.hints`).
     """
 
     objectives: tuple[str, ...]
     rows: list[PreferenceRow]
     skipped: dict[str, int] = field(default_factory=dict)
     source: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(set(self.objectives)) != len(self.objectives):

@@ -14,10 +14,12 @@ from them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from raco.data.collect import RowCollector
 from raco.data.errors import DataError, closest_name
+from raco.data.hints import label_hint
 from raco.data.schema import PreferenceDataset
 from raco.data.sources import Records, get_field
 from raco.data.spec import DataSpec
@@ -26,6 +28,8 @@ from raco.data.validate import check_messages, parse_sign
 SIGN_PREFIX = "raco_s_"
 ROLES = ("prompt", "response_1", "response_2", "chosen", "rejected")
 DEFAULT_OBJECTIVE = "preference"
+
+logger = logging.getLogger("raco.data")
 
 
 def column_names(records: Records, spec: DataSpec) -> dict[str, str]:
@@ -49,6 +53,19 @@ def label_columns(records: Records, spec: DataSpec) -> dict[str, str]:
     return {c[len(SIGN_PREFIX) :]: c for c in records.columns if c.startswith(SIGN_PREFIX)}
 
 
+def unused_columns(records: Records, used: set[str]) -> list[str]:
+    """The columns of ``records`` not in ``used`` (``raco_s_*`` sign columns count as used)."""
+    return [c for c in records.columns if c not in used and not c.startswith(SIGN_PREFIX)]
+
+
+def note_label_columns(dataset: PreferenceDataset, hint: str | None) -> PreferenceDataset:
+    """Log ``hint`` (a :func:`raco.data.hints.label_hint`) once and keep it in ``dataset.notes``."""
+    if hint:
+        logger.warning("note: %s", hint)
+        dataset.notes.append(hint)
+    return dataset
+
+
 def read_signs(row: dict[str, Any], labels: dict[str, str]) -> tuple[int, ...]:
     """One sign per objective from the row's label columns."""
     return tuple(parse_sign(get_field(row, column), column) for column in labels.values())
@@ -59,19 +76,23 @@ def load_pairwise(records: Records, spec: DataSpec) -> PreferenceDataset:
     names = column_names(records, spec)
     records.require(names["prompt"], names["response_1"], names["response_2"])
     labels = label_columns(records, spec)
+    fields = (names["prompt"], names["response_1"], names["response_2"])
+    unused = unused_columns(records, {*fields, *labels.values()})
     if not labels:
+        hint = label_hint(records, unused, labels, None)
         raise DataError(
-            f"no sign columns: add {SIGN_PREFIX}<objective> columns or a labels mapping",
+            f"no sign columns: add {SIGN_PREFIX}<objective> columns or a labels mapping"
+            + (f"; {hint}" if hint else ""),
             file=records.name,
             field=f"{SIGN_PREFIX}<objective>",
         )
     collector = RowCollector(records, tuple(labels), spec.on_invalid)
-    fields = (names["prompt"], names["response_1"], names["response_2"])
     for number, row in records.numbered():
         with collector.at(number):
             values = [get_field(row, f) for f in fields]
             collector.add(*values, read_signs(row, labels), fields=fields)
-    return collector.dataset()
+    loads_as = f"objective{'s' if len(labels) > 1 else ''} {', '.join(labels)}"
+    return note_label_columns(collector.dataset(), label_hint(records, unused, labels, loads_as))
 
 
 def load_trl(
@@ -99,7 +120,15 @@ def load_trl(
             prompt, chosen, rejected = trl_prompt(row.get(fields[0]), chosen, rejected, fields)
             signs = read_signs(row, labels) if labels else (1,)
             collector.add(prompt, chosen, rejected, signs, fields=fields)
-    return collector.dataset()
+    dataset = collector.dataset()
+    if bad_pairs == "skip":  # a built-in dataset in this layout: its other columns are its own business
+        return dataset
+    if labels:
+        loads_as = f"objective{'s' if len(labels) > 1 else ''} {', '.join(labels)}"
+    else:
+        loads_as = f"one objective `{objectives[0]}` (chosen preferred on every row)"
+    unused = unused_columns(records, {*fields, *labels.values()})
+    return note_label_columns(dataset, label_hint(records, unused, labels, loads_as))
 
 
 def reject_misspelled_prompt(records: Records, prompt: str) -> None:
