@@ -13,21 +13,34 @@ Objectives are a list in YAML and are addressed by name on the command line::
       - {name: harmless, weight: 0.3}
 
     raco train --config run.yaml --train.lr 1e-5 --objectives.harmless.weight 0.4 ...
+
+The option names of TRL and transformers' ``TrainingArguments`` that users type out of habit are in
+one table, :data:`FOREIGN_NAMES`, read by both the YAML loader and the flags: a name whose meaning is
+raco's own is accepted (with a note naming the raco key), any other is answered with raco's name and
+what differs (``unknown option --beta; raco calls it objectives.NAME.beta: ...``).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import importlib.util
+import logging
+import os
+import shlex
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from raco.atomic import atomic_write
 from raco.config_tree import ConfigError, build, meta, opt, suggest
 from raco.config_tree import leaf_fields as _leaf_fields
+
+logger = logging.getLogger("raco.config")
 
 METHODS = ("raco", "cagrad", "mgda", "weighted_sum", "amopo")
 LOSSES = ("dpo", "ipo", "hinge", "simpo", "amopo")
@@ -205,7 +218,9 @@ class TrainConfig:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata=meta("AdamW betas"))
     schedule: str = opt("cosine", "learning-rate schedule after warm-up", choices=SCHEDULES)
     warmup_ratio: float = opt(0.1, "fraction of steps of linear warm-up", check=_fraction)
-    max_grad_norm: float | None = opt(1.0, "clip the update direction to this norm (null = off)")
+    max_grad_norm: float | None = opt(
+        1.0, "clip the update direction to this norm (null = off)", check=_positive
+    )
     epochs: float = opt(1.0, "passes over the training data (ignored when max_steps is set)", check=_positive)
     max_steps: int | None = opt(None, "optimizer steps to run (overrides epochs)")
     batch_size: int = opt(8, "preference pairs per micro-batch per process", check=_positive)
@@ -226,7 +241,8 @@ class LogConfig:
 
     every: int = opt(1, "write metrics every N steps", check=_positive)
     log_with: list[str] = field(
-        default_factory=list, metadata=meta("accelerate trackers (`tensorboard`, `wandb`)")
+        default_factory=list,
+        metadata=meta("accelerate trackers (`tensorboard`, `wandb`; `none` = no tracker)"),
     )
     project: str = opt("raco", "tracker project name")
     progress: bool = opt(True, "show a progress bar")
@@ -257,13 +273,196 @@ class RunConfig:
         return [float(w) for w in given]
 
 
+class Foreign(NamedTuple):
+    """An option name of TRL or transformers, and raco's counterpart (an entry of :data:`FOREIGN_NAMES`)."""
+
+    key: str
+    """The raco key (``objectives.NAME.<field>`` for what raco sets per objective)."""
+    same: bool
+    """The meaning is exactly raco's: the name is accepted as an alias, with a note naming the key."""
+    note: str = ""
+    """When not the same: what raco does instead (part of the error message)."""
+    source: str = ""
+    """Where users know the name from; ``(transformers 4)`` / ``(older TRL)`` marks names since dropped."""
+
+
+_TA, _DPO, _MODEL, _SCRIPT = "TrainingArguments", "DPOConfig", "ModelConfig", "ScriptArguments"
+_PER_OBJECTIVE = "set per objective, as each objective has its own loss"
+
+FOREIGN_NAMES: dict[str, Foreign] = {
+    # transformers.TrainingArguments
+    "learning_rate": Foreign("train.lr", True, source=_TA),
+    "per_device_train_batch_size": Foreign("train.batch_size", True, source=_TA),
+    "per_device_eval_batch_size": Foreign("train.eval_batch_size", True, source=_TA),
+    "gradient_accumulation_steps": Foreign("train.grad_accum", True, source=_TA),
+    "num_train_epochs": Foreign("train.epochs", True, source=_TA),
+    "max_steps": Foreign("train.max_steps", True, source=_TA),
+    "warmup_ratio": Foreign("train.warmup_ratio", True, source=f"{_TA} (transformers 4)"),
+    "warmup_steps": Foreign(
+        "train.warmup_ratio", False, "warm-up is a fraction of the steps (0.1 = the first 10%)", _TA
+    ),
+    "lr_scheduler_type": Foreign(
+        "train.schedule",
+        False,
+        "cosine, linear or constant, each after train.warmup_ratio of linear warm-up (constant is "
+        "Trainer's constant_with_warmup)",
+        _TA,
+    ),
+    "weight_decay": Foreign(
+        "train.weight_decay",
+        False,
+        "AdamW's decay of every trainable parameter (Trainer exempts biases and norm weights)",
+        _TA,
+    ),
+    "optim": Foreign(
+        "train.adam_betas",
+        False,
+        "the optimizer is always torch AdamW, set by train.lr, train.adam_betas and train.weight_decay",
+        _TA,
+    ),
+    "adam_beta1": Foreign(
+        "train.adam_betas", False, "both betas in one list: --train.adam_betas 0.9,0.999", _TA
+    ),
+    "adam_beta2": Foreign(
+        "train.adam_betas", False, "both betas in one list: --train.adam_betas 0.9,0.999", _TA
+    ),
+    "max_grad_norm": Foreign("train.max_grad_norm", True, source=_TA),
+    "seed": Foreign("train.seed", True, source=_TA),
+    "data_seed": Foreign("train.seed", False, "one seed orders the data and drives dropout", _TA),
+    "logging_steps": Foreign("log.every", True, source=_TA),
+    "save_steps": Foreign("train.save_every", True, source=_TA),
+    "save_total_limit": Foreign("train.keep_last", True, source=_TA),
+    "save_strategy": Foreign(
+        "train.save_every", False, "a checkpoint every train.save_every steps (0 = only at the end)", _TA
+    ),
+    "eval_steps": Foreign("train.eval_every", True, source=_TA),
+    "eval_strategy": Foreign(
+        "train.eval_every",
+        False,
+        "held-out evaluation every train.eval_every steps (0 = only at the end), and always at the end",
+        _TA,
+    ),
+    "evaluation_strategy": Foreign(
+        "train.eval_every",
+        False,
+        "held-out evaluation every train.eval_every steps (0 = only at the end), and always at the end",
+        f"{_TA} (transformers 4)",
+    ),
+    "bf16": Foreign(
+        "model.dtype", False, "--model.dtype bfloat16 trains bfloat16 weights (the paper's setting)", _TA
+    ),
+    "fp16": Foreign(
+        "model.dtype",
+        False,
+        "--model.dtype float16 is mixed precision with dynamic loss scaling, as Trainer's fp16",
+        _TA,
+    ),
+    "gradient_checkpointing": Foreign("model.gradient_checkpointing", True, source=_TA),
+    "report_to": Foreign("log.log_with", True, source=_TA),
+    "disable_tqdm": Foreign("log.progress", False, "the opposite switch: --log.progress false", _TA),
+    "overwrite_output_dir": Foreign("overwrite", True, source=f"{_TA} (transformers 4)"),
+    # trl.DPOConfig
+    "beta": Foreign("objectives.NAME.beta", False, f"β is {_PER_OBJECTIVE}", _DPO),
+    "loss_type": Foreign(
+        "objectives.NAME.loss",
+        False,
+        f"the loss is {_PER_OBJECTIVE}: dpo (TRL's sigmoid), ipo, hinge, simpo or amopo",
+        _DPO,
+    ),
+    "label_smoothing": Foreign("objectives.NAME.label_smoothing", False, _PER_OBJECTIVE, _DPO),
+    "max_length": Foreign("data.max_length", True, source=_DPO),
+    "max_prompt_length": Foreign("data.max_prompt_length", True, source=f"{_DPO} (older TRL)"),
+    "max_completion_length": Foreign(
+        "data.max_length",
+        False,
+        "raco bounds prompt + response (data.max_length) and the prompt (data.max_prompt_length)",
+        f"{_DPO} (older TRL)",
+    ),
+    "disable_dropout": Foreign("model.disable_dropout", True, source=_DPO),
+    "precompute_ref_log_probs": Foreign(
+        "model.reference", False, "--model.reference cached computes them once and keeps them on disk", _DPO
+    ),
+    "trust_remote_code": Foreign("model.trust_remote_code", True, source=_DPO),
+    # trl.ModelConfig
+    "model_name_or_path": Foreign("model.name", True, source=_MODEL),
+    "model_revision": Foreign("model.revision", True, source=_MODEL),
+    "dtype": Foreign(
+        "model.dtype", False, "float32 or bfloat16 weights, or float16 mixed precision (no auto)", _MODEL
+    ),
+    "torch_dtype": Foreign(
+        "model.dtype",
+        False,
+        "float32 or bfloat16 weights, or float16 mixed precision (no auto)",
+        f"{_MODEL} (older TRL)",
+    ),
+    "use_peft": Foreign("lora.enabled", True, source=_MODEL),
+    "lora_r": Foreign("lora.r", True, source=_MODEL),
+    "lora_alpha": Foreign("lora.alpha", True, source=_MODEL),
+    "lora_dropout": Foreign("lora.dropout", True, source=_MODEL),
+    "lora_target_modules": Foreign("lora.target_modules", True, source=_MODEL),
+    "load_in_4bit": Foreign("lora.load_in_4bit", True, source=_MODEL),
+    # trl.ScriptArguments
+    "dataset_name": Foreign("data.train", True, source=_SCRIPT),
+    "dataset_config": Foreign("data.config_name", True, source=_SCRIPT),
+    "dataset_train_split": Foreign("data.split", True, source=_SCRIPT),
+    "dataset_test_split": Foreign("data.eval_split", True, source=_SCRIPT),
+}
+"""Option names of TRL (``DPOConfig``, ``ModelConfig``, ``ScriptArguments``) and transformers'
+``TrainingArguments`` -> raco's counterpart. ``same`` entries are aliases (their meaning is exactly the
+raco key's, every value raco accepts meaning the same there); the others are answered with the raco key
+and what differs. The one table read by the YAML loader and by the flags (tests/training/test_config.py
+checks every name against the installed TRL and transformers, and every key against raco's)."""
+
+ENV_OVERRIDES = "RACO_OVERRIDES"
+"""Environment variable of ``KEY=VALUE`` items (space-separated) applied after the YAML file and the
+flags of every :func:`load_config`, e.g. ``RACO_OVERRIDES="train.max_steps=2"`` for a smoke run of
+documented commands (tests/test_readme.py); each use is logged."""
+
+
 def leaf_fields(cls: type | None = None, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
     """All settable ``(dotted_key, field, type)`` of ``cls`` (default: RunConfig)."""
     return _leaf_fields(cls or RunConfig, prefix)
 
 
+def canonical_key(key: str) -> str:
+    """The raco key of ``key``: itself, or the raco key of a TRL/transformers alias."""
+    foreign = FOREIGN_NAMES.get(key)
+    return foreign.key if foreign is not None and foreign.same else key
+
+
+def raco_name(name: str, value: Any = None, objectives: list[str] | None = None) -> str | None:
+    """For a TRL/transformers option ``name``: "raco calls it `key`: what differs" (None otherwise)."""
+    foreign = FOREIGN_NAMES.get(name)
+    if foreign is None:
+        return None
+    text = f"raco calls it `{foreign.key}`"
+    if foreign.note:
+        text += f": {foreign.note}"
+    if foreign.key.startswith("objectives.NAME."):
+        field_name = foreign.key.rsplit(".", 1)[1]
+        shown = "VALUE" if value is None else str(value)
+        text += (
+            " (" + " ".join(f"--objectives.{o}.{field_name} {shown}" for o in objectives or ["NAME"]) + ")"
+        )
+    return text
+
+
+def _alias_note(name: str, key: str, where: str = "") -> None:
+    logger.warning("note: `%s`%s is read as `%s`, raco's name for it", name, where, key)
+
+
+def _objective_names(tree: dict) -> list[str]:
+    items = tree.get("objectives")
+    if not isinstance(items, list):
+        return []
+    return [str(o["name"]) for o in items if isinstance(o, dict) and "name" in o]
+
+
 def apply_override(tree: dict, key: str, value: Any) -> None:
-    """Set dotted ``key`` in the nested YAML ``tree``; ``objectives.NAME.FIELD`` finds/creates by name."""
+    """Set dotted ``key`` in the nested YAML ``tree``; ``objectives.NAME.FIELD`` finds/creates by name.
+
+    A TRL/transformers name (:data:`FOREIGN_NAMES`) sets its raco key when the meaning is the same (with
+    a note), and is otherwise an error naming the raco key."""
     valid = [k for k, _, _ in leaf_fields()]
     parts = key.split(".")
     if parts[0] == "objectives" and len(parts) == 3:
@@ -279,6 +478,12 @@ def apply_override(tree: dict, key: str, value: Any) -> None:
             items.append(entry)
         entry[parts[2]] = value
         return
+    if key not in valid and key in FOREIGN_NAMES:
+        foreign = FOREIGN_NAMES[key]
+        if not foreign.same:
+            raise ConfigError(f"unknown option `--{key}`; {raco_name(key, value, _objective_names(tree))}")
+        _alias_note(f"--{key}", f"--{foreign.key}")
+        key, parts = foreign.key, foreign.key.split(".")
     if key not in valid:
         raise ConfigError(f"unknown option `--{key}`{suggest(key, valid)}")
     node = tree
@@ -289,8 +494,63 @@ def apply_override(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _read_foreign_names(tree: dict, origin: str = "") -> None:
+    """TRL/transformers names in a YAML tree, at its top level or inside a section: aliases move to
+    their raco key (with a note; giving both is an error), the others are errors naming the raco key."""
+    hints = typing.get_type_hints(RunConfig)
+    holders: list[tuple[str, dict, set[str]]] = [("", tree, {f.name for f in dataclasses.fields(RunConfig)})]
+    for section, section_type in hints.items():
+        if dataclasses.is_dataclass(section_type) and isinstance(tree.get(section), dict):
+            own = {f.name for f in dataclasses.fields(section_type)}
+            holders.append((f"{section}.", tree[section], own))
+    for prefix, holder, own in holders:
+        for name in [n for n in holder if n not in own and n in FOREIGN_NAMES]:
+            foreign, where = FOREIGN_NAMES[name], f"{prefix}{name}"
+            if not foreign.same:
+                hint = raco_name(name, holder[name], _objective_names(tree))
+                raise ConfigError(f"unknown key `{where}`{origin}; {hint}")
+            *path, last = foreign.key.split(".")
+            node = tree
+            for part in path:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{part}: expected a mapping")
+            if last in node:
+                raise ConfigError(
+                    f"`{where}` and `{foreign.key}` both given{origin}: `{where}` is raco's "
+                    f"`{foreign.key}`; keep one"
+                )
+            node[last] = holder.pop(name)
+            _alias_note(where, foreign.key, origin)
+
+
+def environment_overrides() -> dict[str, str]:
+    """The ``KEY=VALUE`` items of ``$RACO_OVERRIDES`` (:data:`ENV_OVERRIDES`), in order."""
+    pairs: dict[str, str] = {}
+    for item in shlex.split(os.environ.get(ENV_OVERRIDES, "")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip("-"):
+            raise ConfigError(f"{ENV_OVERRIDES}: expected space-separated KEY=VALUE items, got {item!r}")
+        pairs[key.lstrip("-")] = value
+    return pairs
+
+
+def config_notes(cfg: RunConfig) -> list[str]:
+    """What a valid configuration does that its user may not expect (logged once by :func:`validate`)."""
+    notes = []
+    if cfg.method.name == "mgda" and any(o.weight is not None for o in cfg.objectives):
+        weights = ", ".join(f"{o.name} {o.weight:g}" for o in cfg.objectives)
+        notes.append(
+            f"method.name: mgda ignores the objective weights ({weights}): its direction is the min-norm "
+            "point of the gradients' convex hull; the weights only weigh eval/weighted_accuracy, a score "
+            "they did not steer (use raco, cagrad, weighted_sum or amopo for weighted training)"
+        )
+    return notes
+
+
 def validate(cfg: RunConfig) -> RunConfig:
-    """Cross-field checks that need more than one value (each field was checked when built)."""
+    """Cross-field checks that need more than one value (each field was checked when built); the
+    :func:`config_notes` of a valid configuration are logged as warnings on the ``raco.config`` logger."""
     names = [o.name for o in cfg.objectives]
     if len(set(names)) != len(names):
         raise ConfigError(f"objectives: duplicate names in {names}")
@@ -306,7 +566,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ConfigError(f"train.adam_betas: expected two numbers in [0, 1), got {betas}")
     if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
-        raise ConfigError(f"train.max_steps: {cfg.train.max_steps} must be > 0")
+        raise ConfigError(f"train.max_steps: {cfg.train.max_steps} must be > 0 (none = run train.epochs)")
     if cfg.model.reference == "adapter" and not cfg.lora.enabled:
         raise ConfigError("model.reference: `adapter` needs lora.enabled: true; use `copy` or `cached`")
     if cfg.method.path == "scalarized" and cfg.method.name not in ("weighted_sum", "amopo"):
@@ -317,10 +577,32 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("data.train: a training file or dataset name (or data.separate) is required")
     if cfg.data.train and cfg.data.separate:
         raise ConfigError("data.separate: give either data.train or data.separate, not both")
+    cfg.log.log_with = [name for name in cfg.log.log_with if name.lower() != "none"]
     _check_trackers(cfg.log.log_with)
     if cfg.data.max_prompt_length >= cfg.data.max_length:
         raise ConfigError("data.max_prompt_length: must be smaller than data.max_length")
+    for note in config_notes(cfg):
+        logger.warning("note: %s", note)
     return cfg
+
+
+def _unlisted_objective(tree: dict, listed: list[str], keys: list[str]) -> str | None:
+    """When the YAML file lists objectives and a flag named another one (a new objective is then added,
+    e.g. by the typo ``--objectives.helpfull.weight``): the message naming it and the listed ones."""
+    if not listed:
+        return None
+    added = [name for name in _objective_names(tree) if name not in listed]
+    if not added:
+        return None
+    name = added[0]
+    flag = next((k for k in keys if k.startswith(f"objectives.{name}.")), f"objectives.{name}.weight")
+    close = difflib.get_close_matches(name, listed, n=1, cutoff=0.6)
+    field_name = flag.split(".")[2]
+    hint = f"; did you mean `{close[0]}` (--objectives.{close[0]}.{field_name})?" if close else "."
+    return (
+        f"--{flag}: `{name}` is not one of the config's objectives ({', '.join(listed)}){hint} A flag "
+        "naming an objective the config does not list adds one (the objectives must be the data's)"
+    )
 
 
 def _check_trackers(names: list[str]) -> None:
@@ -337,7 +619,8 @@ def _check_trackers(names: list[str]) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a YAML ``path`` (optional), apply dotted ``overrides`` and return a validated RunConfig."""
+    """Read a YAML ``path`` (optional), apply dotted ``overrides`` (then ``$RACO_OVERRIDES``) and return a
+    validated RunConfig."""
     tree: dict = {}
     if path is not None:
         try:
@@ -346,11 +629,30 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"cannot read config {path}: {err}") from err
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-    if path is not None:
+        _read_foreign_names(tree, f" in {path}")
         _resolve_data_paths(tree, Path(path).parent)
-    for key, value in (overrides or {}).items():
+    listed = _objective_names(tree)
+    overrides = dict(overrides or {})
+    given: dict[str, str] = {}
+    for key in overrides:
+        other = given.setdefault(canonical_key(key), key)
+        if other != key:
+            raise ConfigError(f"--{other} and --{key} both set `{canonical_key(key)}`; give one")
+    for key, value in overrides.items():
         apply_override(tree, key, value)
-    return validate(build(RunConfig, tree))
+    environment = environment_overrides()
+    if environment:
+        items = " ".join(f"{k}={v}" for k, v in environment.items())
+        logger.warning("note: %s sets %s", ENV_OVERRIDES, items)
+    for key, value in environment.items():
+        apply_override(tree, key, value)
+    try:
+        return validate(build(RunConfig, tree))
+    except ConfigError as err:
+        unlisted = _unlisted_objective(tree, listed, [*overrides, *environment])
+        if unlisted is None:
+            raise
+        raise ConfigError(f"{unlisted}; with it: {err}") from None
 
 
 def _resolve_data_paths(tree: dict, base: Path) -> None:
@@ -373,7 +675,10 @@ def _resolve_data_paths(tree: dict, base: Path) -> None:
 
 
 def from_dict(tree: dict) -> RunConfig:
-    """A validated RunConfig from a nested mapping (the inverse of :func:`to_dict`)."""
+    """A validated RunConfig from a nested mapping (the inverse of :func:`to_dict`); TRL/transformers
+    names are read as in a YAML file."""
+    tree = copy.deepcopy(tree)
+    _read_foreign_names(tree)
     return validate(build(RunConfig, tree))
 
 

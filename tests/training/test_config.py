@@ -256,3 +256,200 @@ def test_objectives_follow_the_config_order(tiny_config):
     assert swapped_names == tuple(reversed(names))
     assert [r.signs for r in swapped] == [tuple(reversed(r.signs)) for r in rows]
     assert any(r.signs[0] != r.signs[1] for r in rows)  # the check has teeth
+
+
+# ----------------------------------------------------------------------------- first contact
+
+
+def _fields_of(source: str) -> set[str]:
+    """The dataclass fields of the TRL / transformers class an entry of FOREIGN_NAMES names."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    if source == "TrainingArguments":
+        return {f.name for f in dataclasses.fields(TrainingArguments)}
+    import trl
+
+    return {f.name for f in dataclasses.fields(getattr(trl, source))}
+
+
+def test_foreign_names_are_trl_and_transformers_fields_and_map_to_raco_keys():
+    """Every name of the table is a field of the TRL / transformers class it cites (the ones marked as
+    dropped by newer releases are not fields any more), and every raco key it names exists."""
+    from raco.config import FOREIGN_NAMES
+
+    raco_keys = {key for key, _, _ in leaf_fields()}
+    for name, foreign in FOREIGN_NAMES.items():
+        assert foreign.key in raco_keys, (name, foreign.key)
+        assert name not in raco_keys, name  # a raco key is never an alias
+        assert foreign.same or foreign.note, name  # the others say what differs
+        cls, _, dropped = foreign.source.partition(" (")
+        assert (name in _fields_of(cls)) != bool(dropped), (name, foreign.source)
+
+
+TYPED = {  # the names users type, with a value raco accepts for the aliases
+    "learning_rate": "1e-5",
+    "per_device_train_batch_size": "4",
+    "gradient_accumulation_steps": "2",
+    "num_train_epochs": "3",
+    "max_steps": "100",
+    "warmup_ratio": "0.05",
+    "lr_scheduler_type": "cosine",
+    "weight_decay": "0.01",
+    "max_grad_norm": "0.5",
+    "seed": "7",
+    "output_dir": "runs/x",
+    "beta": "0.1",
+    "loss_type": "sigmoid",
+    "max_length": "1024",
+    "max_prompt_length": "128",
+    "logging_steps": "10",
+    "save_steps": "100",
+    "eval_steps": "50",
+    "bf16": "true",
+    "gradient_checkpointing": "true",
+    "report_to": "tensorboard",
+    "lora_r": "16",
+    "lora_alpha": "32",
+    "lora_dropout": "0.05",
+    "lora_target_modules": "q_proj,k_proj",
+}
+
+
+@pytest.mark.parametrize(("name", "value"), TYPED.items(), ids=list(TYPED))
+def test_names_users_type_are_answered(name, value):
+    """The TRL/TrainingArguments names users type set raco's key (same meaning) or are answered with
+    raco's name; none is met with an unrelated suggestion (`learning_rate` once suggested
+    train.warmup_ratio)."""
+    from raco.config import FOREIGN_NAMES, canonical_key
+
+    foreign = FOREIGN_NAMES.get(name)
+    if foreign is not None and not foreign.same:
+        with pytest.raises(ConfigError) as err:
+            load_config(None, {"data.train": "x", name: value})
+        assert str(err.value).startswith(f"unknown option `--{name}`; raco calls it `{foreign.key}`: ")
+        return
+    cfg = load_config(None, {"data.train": "x.jsonl", name: value})
+    expected = load_config(None, {"data.train": "x.jsonl", canonical_key(name): value})
+    assert cfg == expected and cfg != load_config(None, {"data.train": "x.jsonl"})
+
+
+def test_aliases_set_the_raco_key_with_a_note(tmp_path, caplog):
+    path = write(
+        tmp_path, {"data": {"train": "x"}, "learning_rate": 1e-4, "train": {"per_device_train_batch_size": 2}}
+    )
+    caplog.set_level("WARNING", logger="raco.config")
+    namespace, overrides = parse_train_args(
+        ["--config", str(path), "--gradient_accumulation_steps", "4", "--lora_r=16", "--seed", "3"]
+    )
+    cfg = load_config(namespace.config, overrides)
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.grad_accum) == (1e-4, 2, 4)
+    assert (cfg.lora.r, cfg.train.seed, cfg.model.seed) == (16, 3, 0)
+    notes = [r.getMessage() for r in caplog.records]
+    assert f"note: `learning_rate` in {path} is read as `train.lr`, raco's name for it" in notes
+    assert f"note: `train.per_device_train_batch_size` in {path} is read as `train.batch_size`" in notes[1]
+    assert (
+        "note: `--gradient_accumulation_steps` is read as `--train.grad_accum`, raco's name for it" in notes
+    )
+    assert load_config(path, {"train.lr": "2e-5"}).train.lr == 2e-5  # a raco flag beats an aliased YAML key
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"beta": "0.2"},
+            r"unknown option `--beta`; raco calls it `objectives.NAME.beta`: β is set per objective.*"
+            r"\(--objectives.a.beta 0.2 --objectives.b.beta 0.2\)",
+        ),
+        ({"loss_type": "sigmoid"}, r"`objectives.NAME.loss`: .*dpo \(TRL's sigmoid\)"),
+        ({"bf16": "true"}, r"raco calls it `model.dtype`: --model.dtype bfloat16"),
+        ({"lr_scheduler_type": "cosine"}, r"`train.schedule`: .*constant_with_warmup"),
+        ({"learning_rate": "1e-5", "train.lr": "2e-5"}, r"--learning_rate and --train.lr both set"),
+    ],
+)
+def test_foreign_names_with_another_meaning_name_the_raco_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(
+            None, {"data.train": "x", "objectives.a.beta": 0.1, "objectives.b.beta": 0.1, **overrides}
+        )
+
+
+def test_foreign_names_in_yaml(tmp_path):
+    with pytest.raises(ConfigError, match=rf"unknown key `beta` in {tmp_path}.*objectives.NAME.beta"):
+        load_config(write(tmp_path, {"data": {"train": "x"}, "beta": 0.1}))
+    both = write(tmp_path, {"data": {"train": "x"}, "learning_rate": 1e-4, "train": {"lr": 1e-3}})
+    with pytest.raises(ConfigError, match=r"`learning_rate` and `train.lr` both given"):
+        load_config(both)
+    cfg = from_dict({"data": {"train": "x"}, "model_name_or_path": "gpt2", "report_to": ["none"]})
+    assert cfg.model.name == "gpt2" and cfg.log.log_with == []
+
+
+def test_objective_typo_is_named_before_the_weights(tmp_path):
+    """`--objectives.helpfull.weight` adds a third objective; the error names it and the listed ones
+    first, instead of only "weights must sum to 1"."""
+    path = write(
+        tmp_path,
+        {
+            "data": {"train": "x"},
+            "objectives": [{"name": "helpful", "weight": 0.5}, {"name": "harmless", "weight": 0.5}],
+        },
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path, {"objectives.helpfull.weight": "0.7", "objectives.harmless.weight": "0.3"})
+    text = str(err.value)
+    assert text.startswith(
+        "--objectives.helpfull.weight: `helpfull` is not one of the config's objectives (helpful, harmless); "
+        "did you mean `helpful` (--objectives.helpful.weight)?"
+    )
+    assert text.index("helpfull") < text.index("simplex")
+    with pytest.raises(
+        ConfigError, match=r"`hepl` is not one of the config's objectives \(helpful, harmless\)\."
+    ):
+        load_config(path, {"objectives.hepl.weight": "0.2"})
+    assert load_config(path, {"objectives.helpful.weight": "0.7", "objectives.harmless.weight": "0.3"})
+
+
+def test_mgda_says_once_that_it_ignores_the_weights(tmp_path, caplog):
+    caplog.set_level("WARNING", logger="raco.config")
+    weighted = {"data.train": "x", "objectives.a.weight": "0.7", "objectives.b.weight": "0.3"}
+    load_config(None, {**weighted, "method.name": "mgda"})
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 1 and "mgda ignores the objective weights (a 0.7, b 0.3)" in notes[0]
+    assert "eval/weighted_accuracy" in notes[0]
+    caplog.clear()
+    load_config(None, {**weighted, "method.name": "raco"})
+    load_config(None, {"data.train": "x", "objectives.a.beta": "0.1", "method.name": "mgda"})
+    assert not caplog.records  # weighted methods, or mgda without weights: nothing to say
+
+
+def test_environment_overrides_come_last_and_are_logged(tmp_path, monkeypatch, caplog):
+    caplog.set_level("WARNING", logger="raco.config")
+    path = write(tmp_path, {"data": {"train": "x"}, "train": {"max_steps": 60}})
+    monkeypatch.setenv("RACO_OVERRIDES", "train.max_steps=2 --data.max_eval_rows=4")
+    cfg = load_config(path, {"train.max_steps": "30"})
+    assert (cfg.train.max_steps, cfg.data.max_eval_rows) == (2, 4)
+    assert "note: RACO_OVERRIDES sets train.max_steps=2 data.max_eval_rows=4" in caplog.messages
+    monkeypatch.setenv("RACO_OVERRIDES", "train.max_steps")
+    with pytest.raises(ConfigError, match=r"RACO_OVERRIDES: expected space-separated KEY=VALUE"):
+        load_config(path)
+
+
+def test_max_grad_norm_zero_is_refused():
+    """0 would clip every update to nothing (Trainer reads 0 as "off"; raco's off is null)."""
+    with pytest.raises(ConfigError, match=r"train.max_grad_norm: 0.0 must be > 0"):
+        load_config(None, {"data.train": "x", "train.max_grad_norm": "0"})
+    assert load_config(None, {"data.train": "x", "train.max_grad_norm": "none"}).train.max_grad_norm is None
+
+
+def test_cli_answers_trl_names_before_loading_a_model(monkeypatch, capsys, caplog):
+    import raco.models.loading as loading
+
+    monkeypatch.setattr(loading, "load_base_model", lambda *a, **k: pytest.fail("model loaded"))
+    assert main(["--data.train", "x.jsonl", "--beta", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option `--beta`; raco calls it `objectives.NAME.beta`" in err
+    assert main(["--data.train", "x.jsonl", "--learning_rate", "1e-5", "--eval_strategy", "steps"]) == 2
+    assert "unknown option `--eval_strategy`; raco calls it `train.eval_every`" in capsys.readouterr().err
+    assert "note: `--learning_rate` is read as `--train.lr`, raco's name for it" in caplog.messages
