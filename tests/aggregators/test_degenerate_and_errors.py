@@ -123,12 +123,58 @@ def test_bad_gram_is_rejected(name: str, gram: object, message: str) -> None:
         AGGREGATORS[name](gram, torch.full((k,), 1.0 / k))
 
 
+def test_psd_is_judged_per_pair_of_gradients() -> None:
+    """Indefiniteness among small gradients is not hidden by a large one: H = diag(10¹², [[1, 2], [2, 1]])
+    has the eigenvalue −1 (−1e-12 of max|H|), and the correlation matrix shows it as −1."""
+    gram = torch.tensor([[1e12, 0.0, 0.0], [0.0, 1.0, 2.0], [0.0, 2.0, 1.0]], dtype=F64)
+    for method in AGGREGATORS.values():
+        with pytest.raises(ValueError, match="positive semi-definite"):
+            method(gram, torch.full((3,), 1.0 / 3))
+
+
+def test_rounding_repair_keeps_small_gradients_digits() -> None:
+    """Rank-deficient gradients with norms from 1e-6 to 1e6 give Gram matrices whose rounding makes them
+    slightly indefinite. The repair moves each H_ij by at most 1e-12·‖g_i‖‖g_j‖ (clipping H's own
+    eigenvalues moved the small gradients' entries by ~1e-16·max|H| = 1e-4·‖g_small‖²) and leaves a PSD
+    matrix; weighting only the small gradients then gives ‖d − g₀‖ = c‖g₀‖ to 1e-8."""
+    from raco.aggregators._checks import check_gram
+
+    repaired = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        g = rng.standard_normal((5, 2)) * np.array([[1e-6], [1e-6], [1.0], [1e6], [1e6]])
+        raw = g @ g.T
+        h = check_gram(torch.tensor(raw))
+        norms = np.linalg.norm(g, axis=1)
+        assert (np.abs(h - raw) <= 1e-12 * np.outer(norms, norms)).all(), seed
+        assert np.linalg.eigvalsh(h / np.outer(norms, norms))[0] >= -1e-12, seed
+        repaired += bool(np.linalg.eigvalsh(raw / np.outer(norms, norms))[0] < 0.0)
+        w, c = np.array([0.5, 0.5, 0.0, 0.0, 0.0]), 0.4
+        agg = cagrad(torch.tensor(raw), torch.tensor(w), c=c)
+        if not agg.degenerate:
+            g0 = w @ g
+            d = agg.coefficients.numpy() @ g
+            assert np.linalg.norm(d - g0) == pytest.approx(c * np.linalg.norm(g0), rel=1e-8), seed
+    assert repaired >= 5  # the repair really ran
+
+
 BAD_WEIGHTS = [
     (torch.tensor([0.5, 0.3, 0.2]), "length 3"),
     (torch.tensor([1.2, -0.2]), "non-negative"),
     (torch.tensor([0.5, 0.4]), "sum to 1"),
     (torch.tensor([float("nan"), 1.0]), "NaN"),
 ]
+
+
+def test_weights_below_zero_by_rounding_count_as_zero() -> None:
+    """0.3 − (1 − 0.7) = −5.6e-17 in floats: a weight, like the weights' sum, is judged to 1e-6, not to
+    exactly 0; it becomes 0 (and RACO's clip by it is a clip by 0)."""
+    w = torch.tensor([0.7, 0.3, 0.3 - (1.0 - 0.7)], dtype=F64)
+    assert float(w[2]) < 0.0
+    gram = torch.eye(3, dtype=F64)
+    torch.testing.assert_close(weighted_sum(gram, w).coefficients, torch.tensor([0.7, 0.3, 0.0], dtype=F64))
+    agg = raco(gram, w, c=0.5)
+    assert float(agg.clipped_dual[2]) == 0.0 and float(agg.coefficients[2]) == 0.0
 
 
 @pytest.mark.parametrize("weights,message", BAD_WEIGHTS)

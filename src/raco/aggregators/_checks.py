@@ -23,8 +23,14 @@ def _as_float64(x: object, name: str) -> np.ndarray:
 
 def check_gram(gram: object) -> np.ndarray:
     """Return the Gram matrix as a symmetrised float64 array; reject non-square, NaN/inf, asymmetric,
-    and clearly non-PSD matrices (eigenvalue below −1e-6 · max|H|). Slightly negative eigenvalues
-    (rounding noise) are clipped to 0 so that the duals stay convex."""
+    and clearly non-PSD matrices.
+
+    Positive semi-definiteness is judged on the correlation matrix C_ij = H_ij / (‖g_i‖‖g_j‖), ‖g_i‖ =
+    sqrt(H_ii), so that gradients of very different norms are judged alike: an eigenvalue of C below
+    −1e-6, a negative H_ii or a zero gradient with a nonzero inner product is an error. Slightly negative
+    eigenvalues of C (rounding noise) are clipped to 0 and H is rebuilt from C: every H_ij then moves only
+    relative to ‖g_i‖‖g_j‖ (clipping the eigenvalues of H itself would move the entries of the smallest
+    gradients by the rounding of the largest, up to 1e-16·max|H|)."""
     h = _as_float64(gram, "gram")
     if h.ndim != 2 or h.shape[0] != h.shape[1] or h.shape[0] == 0:
         raise ValueError(f"gram must be a non-empty square k×k matrix, got shape {tuple(h.shape)}")
@@ -37,30 +43,49 @@ def check_gram(gram: object) -> np.ndarray:
         raise ValueError(f"gram is not symmetric: max |H - Hᵀ| = {asym:.3g} (max |H| = {scale:.3g})")
     if asym > 0.0:
         h = 0.5 * (h + h.T)
-    lowest = _lowest_eigenvalue(h) if scale > 0.0 else 0.0
-    if lowest < -PSD_RTOL * scale:
+    corr, norms = _correlation(h, scale)
+    lowest = _lowest_eigenvalue(corr)
+    if lowest < -PSD_RTOL:
         raise ValueError(
-            f"gram is not positive semi-definite: smallest eigenvalue {lowest:.3g} "
-            f"(max |H| = {scale:.3g}); a Gram matrix of gradients cannot have one"
+            f"gram is not positive semi-definite: the correlation matrix H_ij/sqrt(H_ii·H_jj) has the "
+            f"eigenvalue {lowest:.3g}; a Gram matrix of gradients cannot have one"
         )
-    if lowest < 0.0:  # rounding noise: project onto the PSD cone
-        evals, evecs = np.linalg.eigh(h)
-        h = (evecs * np.clip(evals, 0.0, None)) @ evecs.T
-        h = 0.5 * (h + h.T)
+    if lowest < 0.0 or 0.0 in norms:  # rounding noise, or zero gradients: project C onto the PSD cone
+        evals, evecs = np.linalg.eigh(np.array(corr))
+        c, n = (evecs * np.clip(evals, 0.0, None)) @ evecs.T, np.array(norms)
+        h = (0.5 * (c + c.T) * n[:, None]) * n[None, :]
     return h
 
 
-def _lowest_eigenvalue(h: np.ndarray) -> float:
+def _correlation(h: np.ndarray, scale: float) -> tuple[list[list[float]], list[float]]:
+    """(C, norms) in plain floats (faster than numpy at this size): norms_i = ‖g_i‖ = sqrt(H_ii) and
+    C_ij = H_ij / (norms_i·norms_j), scaled one side at a time (no overflow), with the rows and columns
+    of zero gradients (H_ii = 0) set to 0."""
+    rows = h.tolist()
+    diag = [row[i] for i, row in enumerate(rows)]
+    if min(diag) < -PSD_RTOL * scale:
+        raise ValueError(f"gram is not positive semi-definite: negative diagonal {diag}")
+    norms = [math.sqrt(max(x, 0.0)) for x in diag]
+    for row, norm in zip(rows, norms, strict=True):
+        if norm == 0.0 and max(map(abs, row)) > PSD_RTOL * scale:
+            raise ValueError("gram is not positive semi-definite: a zero gradient (H_ii = 0) has H_ij ≠ 0")
+    inv = [1.0 / x if x > 0.0 else 0.0 for x in norms]  # division guard: zero gradients
+    return [
+        [(x * u) * v for x, v in zip(row, inv, strict=True)] for row, u in zip(rows, inv, strict=True)
+    ], norms
+
+
+def _lowest_eigenvalue(m: list[list[float]]) -> float:
     """Smallest eigenvalue of a symmetric matrix (closed forms for k ≤ 3: the common cases)."""
-    k = h.shape[0]
+    k = len(m)
     if k == 1:
-        return float(h[0, 0])
+        return m[0][0]
     if k == 2:
-        (a, b), (_, c) = h.tolist()
+        (a, b), (_, c) = m
         return 0.5 * (a + c) - math.hypot(0.5 * (a - c), b)
     if k == 3:
-        return _lowest_eigenvalue_3(h.tolist())
-    return float(np.linalg.eigvalsh(h)[0])
+        return _lowest_eigenvalue_3(m)
+    return float(np.linalg.eigvalsh(np.array(m))[0])
 
 
 def _lowest_eigenvalue_3(m: list[list[float]]) -> float:
@@ -79,18 +104,24 @@ def _lowest_eigenvalue_3(m: list[list[float]]) -> float:
 
 
 def check_weights(weights: object, k: int) -> np.ndarray:
-    """Return the user weights as float64 on the simplex (renormalised to sum exactly 1)."""
+    """Return the user weights as float64 on the simplex (renormalised to sum exactly 1).
+
+    Both simplex conditions are judged to the same SIMPLEX_ATOL: a weight above −1e-6 that is below 0
+    (rounding, e.g. 0.3 − (1 − 0.7) = −5.6e-17) is taken as 0, like a sum within 1e-6 of 1 is taken as 1."""
     w = _as_float64(weights, "weights").reshape(-1)
     if w.shape[0] != k:
         raise ValueError(f"weights has length {w.shape[0]} but the gram matrix is {k}×{k}")
     values = w.tolist()
     if not all(map(math.isfinite, values)):
         raise ValueError(f"weights contain NaN or inf: {values}")
-    if min(values) < 0.0:
+    if min(values) < -SIMPLEX_ATOL:
         raise ValueError(f"weights must be non-negative, got {values}")
     total = sum(values)
     if abs(total - 1.0) > SIMPLEX_ATOL:
         raise ValueError(f"weights must sum to 1 (a point of the simplex), got sum {total:.6g}: {values}")
+    if min(values) < 0.0:
+        w = np.maximum(w, 0.0)
+        total = float(w.sum())
     return w / total
 
 

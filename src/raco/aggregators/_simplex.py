@@ -8,7 +8,7 @@ Both duals we need have this form (H PSD, s ≥ 0):
 
 f is convex (sqrt(pᵀHp) = ‖Gp‖ is a seminorm). Solvers:
 
-* k = 1: p = 1. k = 2: closed form (ALGORITHM.md §2): with p = (λ, 1−λ), the stationary points of
+* k = 1: p = 1. k = 2: closed form (docs/algorithm.md §2): with p = (λ, 1−λ), the stationary points of
   h(λ) = b₂ + (b₁−b₂)λ + s·sqrt(Q(λ)) solve a squared quadratic; h is evaluated at its roots in [0, 1],
   at both endpoints and at the min-norm point (where h may be non-smooth), and the best is taken.
 * k = 3: exact enumeration (each edge in closed form, the interior face minimiser below, and the
@@ -22,10 +22,19 @@ f is convex (sqrt(pᵀHp) = ‖Gp‖ is a seminorm). Solvers:
   If it cannot certify its answer (singular faces, e.g. duplicated or affinely dependent gradients)
   it falls back to exact enumeration of all faces (k ≤ 16), which also covers optima where Gp = 0.
 
-Every answer with Gp ≠ 0 is certified by the Frank–Wolfe duality gap
-    gap(p) = ∇f(p)ᵀp − min_i ∇f(p)_i ≥ f(p) − f*,
-required to be ≤ 1e-9 · (max|b| + s·max sqrt(H_ii)). Answers with Gp = 0 come from enumeration,
-which is exact by construction (the minimum over a finite candidate set that contains a minimiser).
+One zero rule (``is_zero_norm``) decides everywhere whether ‖Gp‖ counts as 0: the solver's
+certificate and active set, the enumeration's zero-norm points, and the CAGrad/RACO correction step.
+With σ(p) = Σ_i |p_i|·‖g_i‖ (≥ ‖Gp‖ by the triangle inequality; the scale of the rounding in pᵀHp),
+    ‖Gp‖ counts as 0  ⇔  pᵀHp ≤ ZERO_NORM_RTOL · σ(p)²,   ZERO_NORM_RTOL = ROUNDING_RTOL / NORM_RTOL,
+so that above it the rounding of a float64 Gram matrix (ROUNDING_RTOL · σ² in pᵀHp) moves ‖Gp‖ by at
+most NORM_RTOL / 2 relative (the precision promised for ‖d − g₀‖ = c‖g₀‖).
+
+Every answer is certified by weak duality: f(p) = max_{yᵀHy≤1} pᵀ(b + s·Hy), so for any such y
+    f* ≥ min_i (b + s·Hy)_i   and   gap(p) = f(p) − max_y min_i (b + s·Hy)_i ≥ f(p) − f*.
+Where ‖Gp‖ is not 0, y = p/‖Gp‖ gives the Frank–Wolfe gap ∇f(p)ᵀp − min_i ∇f(p)_i, required to be
+≤ 1e-9 · (max|b| + s·max sqrt(H_ii)). Where it is 0 (f has a kink), three y are tried — y = 0, the
+face's KKT multiplier, and p/‖Gp‖ with an explicit rounding allowance — and the required bound is
+widened by the rounding floor 2s·sqrt(ROUNDING_RTOL)·σ(p), the most rounding can put into s‖Gp‖.
 """
 
 from __future__ import annotations
@@ -34,13 +43,17 @@ import itertools
 import math
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 GAP_RTOL = 1e-9
 MAX_ENUMERATION_K = 16
-ZERO_NORM_RTOL = 1e-14
+ROUNDING_RTOL = 1e-14  # rounding of pᵀHp from a float64 Gram matrix, relative to σ(p)² (≈ 2k·2⁻⁵³ + H's own)
+NORM_RTOL = 1e-8  # relative precision promised for ‖Gp‖ wherever the zero rule calls it nonzero
+ZERO_NORM_RTOL = ROUNDING_RTOL / NORM_RTOL  # 1e-6: ‖Gp‖ ≤ 1e-3·σ(p) counts as 0
 _MAX_ACTIVE_SET_ITERS = 500
+_NEWTON_STEPS = 12
 
 
 class DualSolverError(RuntimeError):
@@ -57,13 +70,40 @@ class SimplexSolution:
     norm: float
 
 
+class _Assessment(NamedTuple):
+    value: float  # f(p)
+    gap: float  # certified upper bound on f(p) − f*
+    norm2: float  # pᵀHp
+    slack: float  # rounding floor added to the required gap (0 where the zero rule calls ‖Gp‖ nonzero)
+
+
+def spread(p: np.ndarray, h: np.ndarray) -> float:
+    """σ(p) = Σ_i |p_i|·sqrt(H_ii) = Σ_i |p_i|·‖g_i‖ ≥ ‖Gp‖ (triangle inequality): the scale of the
+    rounding in pᵀHp, since |H_ij| ≤ ‖g_i‖‖g_j‖ bounds every term p_i p_j H_ij."""
+    diag = np.diagonal(h).tolist()
+    return sum(abs(x) * math.sqrt(max(d, 0.0)) for x, d in zip(p.tolist(), diag, strict=True))
+
+
+def is_zero_norm(norm2: float, sigma: float) -> bool:
+    """The zero rule: ‖Gp‖² = norm2 counts as 0 when norm2 ≤ ZERO_NORM_RTOL·σ(p)², i.e. ‖Gp‖ ≤ 1e-3·σ(p)
+    (the gradients weighted by p cancel to a thousandth of their summed lengths).
+
+    Above it, rounding in pᵀHp (≤ ROUNDING_RTOL·σ²) moves ‖Gp‖ by at most NORM_RTOL/2 relative. It is
+    the one rule by which the solver, its certificate, the enumeration and the CAGrad/RACO correction
+    step decide that ‖Gp‖ vanishes; σ is from ``spread``."""
+    return norm2 <= ZERO_NORM_RTOL * sigma * sigma
+
+
 # The final checks below run in plain Python floats: for the small k of multi-objective alignment
 # they are several times faster than numpy's per-call overhead (the per-step budget is ~100 µs).
 
 
 def objective(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> float:
     """f(p) = pᵀb + s·sqrt(max(pᵀHp, 0))."""
-    return _assess(p, b, h, s)[0]
+    pl = p.tolist()
+    hp = [sum(hij * y for hij, y in zip(row, pl, strict=True)) for row in h.tolist()]
+    norm2 = sum(x * y for x, y in zip(pl, hp, strict=True))
+    return sum(x * y for x, y in zip(pl, b.tolist(), strict=True)) + s * math.sqrt(max(norm2, 0.0))
 
 
 def _tolerance(b: np.ndarray, h: np.ndarray, s: float) -> float:
@@ -72,36 +112,84 @@ def _tolerance(b: np.ndarray, h: np.ndarray, s: float) -> float:
     return GAP_RTOL * (max(abs(x) for x in b.tolist()) + s * diag) + 1e-300
 
 
-def _assess(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> tuple[float, float, float]:
-    """(f(p), certified upper bound on f(p) − f*, pᵀHp) in one pass.
+def _assess(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> _Assessment:
+    """f(p), a certified upper bound on f(p) − f*, pᵀHp and the rounding slack, in one pass.
 
-    Where Gp ≠ 0 the bound is the Frank–Wolfe gap ∇f(p)ᵀp − min_i ∇f(p)_i. Where Gp = 0 (f is not
-    differentiable), weak duality with z = 0 in f(p) = max_{‖z‖≤1} pᵀ(b + s·Gᵀz) gives f* ≥ min_i b_i,
-    so the bound is f(p) − min_i b_i (exactly ‖Gp‖ for MGDA, where b = 0).
-    """
+    Where the zero rule calls ‖Gp‖ nonzero the bound is the Frank–Wolfe gap ∇f(p)ᵀp − min_i ∇f(p)_i
+    (weak duality with y = p/‖Gp‖; its rounding, ≤ s·ROUNDING_RTOL·σ²/‖Gp‖ ≤ 1e-11·s·σ, is far below
+    the tolerance). Where it calls ‖Gp‖ zero, see ``_kink_assessment``."""
     pl, bl, hl = p.tolist(), b.tolist(), h.tolist()
     hp = [sum(hij * pj for hij, pj in zip(row, pl, strict=True)) for row in hl]
     norm2 = max(sum(x * y for x, y in zip(pl, hp, strict=True)), 0.0)
     linear = sum(x * y for x, y in zip(pl, bl, strict=True))
-    value = linear + s * math.sqrt(norm2)
-    if s == 0.0 or norm2 <= ZERO_NORM_RTOL * max(0.0, *(hl[i][i] for i in range(len(pl)))):
-        return value, value - min(bl), norm2
+    if is_zero_norm(norm2, spread(p, h)):
+        return _kink_assessment(p, b, h, s, norm2)
     scale = s / math.sqrt(norm2)
     grad = [bi + scale * x for bi, x in zip(bl, hp, strict=True)]
-    return value, sum(x * y for x, y in zip(grad, pl, strict=True)) - min(grad), norm2
+    gap = sum(x * y for x, y in zip(grad, pl, strict=True)) - min(grad)
+    return _Assessment(linear + s * math.sqrt(norm2), gap, norm2, 0.0)
+
+
+def _kink_assessment(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float, norm2: float) -> _Assessment:
+    """Certificate where the zero rule calls ‖Gp‖ 0 (f may have a kink there, and p/‖Gp‖ is rounding).
+
+    With e = ROUNDING_RTOL·σ(p)², the best of three weak-duality bounds f* ≥ min_i (b + s·Hy)_i: y = 0,
+    y = p/sqrt(pᵀHp + e) (the Frank–Wolfe one, made safe against rounding by ``_dual_bound``) and the
+    face's KKT multiplier (``_kink_multiplier``); the value is rounded up, f(p) ≤ pᵀb + s·sqrt(pᵀHp + e).
+    The slack 2s·sqrt(e) is what rounding alone can put between the two."""
+    e = ROUNDING_RTOL * spread(p, h) ** 2
+    support = np.flatnonzero(p)
+    lower = float(b.min())
+    if s > 0.0 and norm2 + e > 0.0:
+        lower = max(lower, _dual_bound(p[support] / math.sqrt(norm2 + e), support, b, h, s))
+    y = _kink_multiplier(p, support, b, h, s) if s > 0.0 else None
+    if y is not None:
+        lower = max(lower, _dual_bound(y, support, b, h, s))
+    linear = float(p @ b)
+    upper = linear + s * math.sqrt(norm2 + e)
+    return _Assessment(linear + s * math.sqrt(norm2), upper - lower, norm2, 2.0 * s * math.sqrt(e))
+
+
+def _kink_multiplier(p: np.ndarray, support: np.ndarray, b: np.ndarray, h: np.ndarray, s: float):
+    """KKT multiplier of a point with Gp = 0 on its face S = ``support``: the y (on S) of smallest
+    ‖Σ_j y_j g_j‖ with (b + s·Hy)_i = pᵀb for every i ∈ S, i.e. y = H_SS⁺(pᵀb − b_S)/s, where the
+    pseudo-inverse drops the eigen-directions v of H_SS that the zero rule calls Gv = 0. None if all."""
+    hs = h[np.ix_(support, support)]
+    evals, evecs = np.linalg.eigh(hs)
+    keep = [j for j, lam in enumerate(evals.tolist()) if not is_zero_norm(lam, spread(evecs[:, j], hs))]
+    if not keep:
+        return None
+    v = evecs[:, keep]
+    return v @ ((v.T @ ((float(p @ b) - b[support]) / s)) / evals[keep])
+
+
+def _dual_bound(y: np.ndarray, support: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> float:
+    """Weak-duality bound f* ≥ min_i (b + s·Hy)_i for y supported on ``support``, rounded down: y is
+    scaled so that yᵀHy ≤ 1 even after rounding (yᵀHy + ROUNDING_RTOL·σ(y)² ≤ 1), and each (Hy)_i is
+    lowered by its rounding bound ROUNDING_RTOL·‖g_i‖·σ(y)."""
+    hy = h[:, support] @ y
+    sigma = spread(y, h[np.ix_(support, support)])
+    bound2 = float(y @ hy[support]) + ROUNDING_RTOL * sigma * sigma
+    scale = s / math.sqrt(bound2) if bound2 > 1.0 else s
+    norms = np.sqrt(np.clip(np.diagonal(h), 0.0, None))
+    return float((b + scale * (hy - ROUNDING_RTOL * sigma * norms)).min())
+
+
+def _certified(result: _Assessment, tol: float) -> bool:
+    return result.gap <= tol + result.slack
 
 
 def certificate(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> float:
     """Certified upper bound on f(p) − f* (see ``_assess``)."""
-    return _assess(p, b, h, s)[1]
+    return _assess(p, b, h, s).gap
 
 
 def solve(b: np.ndarray, h: np.ndarray, s: float) -> SimplexSolution:
     """Certified argmin over the simplex of pᵀb + s·sqrt(pᵀHp).
 
-    When even exact enumeration cannot certify the answer to 1e-9 relative (a Gram matrix whose
-    rounding noise exceeds that, e.g. float32-accumulated gradients that are linearly dependent),
-    the best point found is returned with its certified gap and a RuntimeWarning is issued.
+    When even exact enumeration cannot certify the answer (gap above 1e-9 relative, plus the rounding
+    slack where ‖Gp‖ is 0 by the zero rule), the best point found is returned with its certified gap
+    and a RuntimeWarning is issued.
     """
     k = h.shape[0]
     tol = _tolerance(b, h, s)
@@ -113,18 +201,17 @@ def solve(b: np.ndarray, h: np.ndarray, s: float) -> SimplexSolution:
         p = _solve_three(b, h, s)
     else:
         p = _active_set(b, h, s, tol)
-    if k >= 3 and (p is None or certificate(p, b, h, s) > tol):
+    if k >= 3 and (p is None or not _certified(_assess(p, b, h, s), tol)):
         p = _best_of(p, _enumerate(b, h, s, allow_fail=p is not None), b, h, s)
-    value, gap, norm2 = _assess(p, b, h, s)
-    zero = norm2 <= ZERO_NORM_RTOL * max(0.0, float(np.diagonal(h).max()))
-    if gap > tol and not zero:
+    result = _assess(p, b, h, s)
+    if not _certified(result, tol):
         warnings.warn(
-            f"CAGrad/MGDA dual certified only to gap {gap:.3g} (tolerance {tol:.3g}): the Gram matrix is "
-            "numerically singular; the best point found is used",
+            f"CAGrad/MGDA dual certified only to gap {result.gap:.3g} (required {tol + result.slack:.3g}): "
+            "the Gram matrix is numerically singular; the best point found is used",
             RuntimeWarning,
             stacklevel=3,
         )
-    return SimplexSolution(p=p, value=value, gap=gap, norm=math.sqrt(norm2))
+    return SimplexSolution(p=p, value=result.value, gap=result.gap, norm=math.sqrt(result.norm2))
 
 
 def _best_of(p: np.ndarray | None, q: np.ndarray | None, b: np.ndarray, h: np.ndarray, s: float):
@@ -180,17 +267,21 @@ def _edge_minimum(b1: float, b2: float, h11: float, h12: float, h22: float, s: f
 def _newton_polish(lam: float, a: float, bq: float, h22: float, delta: float, s: float) -> float:
     """A root of the squared stationarity equation, refined by Newton steps on h'(λ) = 0 itself:
     h' = δ + s(2aλ + b_q)/(2√Q), h'' = s(4aQ − (2aλ + b_q)²)/(4Q^{3/2}). Squaring loses digits when
-    the gradients' scales differ by orders of magnitude; a few steps recover them."""
-    for _ in range(4):
+    the gradients' scales differ by orders of magnitude; a few steps recover them. Run to convergence:
+    a spurious root of the squared equation (h' ≠ 0) is carried into the true one's basin, and must not
+    stop short of it, where its value ties with the true root's and its certificate fails."""
+    for _ in range(_NEWTON_STEPS):
         q = a * lam * lam + bq * lam + h22
         slope = 2.0 * a * lam + bq
         curvature = s * (4.0 * a * q - slope * slope)
-        if q <= 0.0 or curvature <= 0.0:
+        if q <= 0.0 or curvature <= 0.0:  # guards of √Q and of the division
             break
         step = (delta + s * slope / (2.0 * math.sqrt(q))) * 4.0 * q**1.5 / curvature
         if not 0.0 <= lam - step <= 1.0:
             break
         lam -= step
+        if abs(step) <= 1e-15 * lam:
+            break
     return lam
 
 
@@ -204,8 +295,8 @@ def _solve_three(b: np.ndarray, h: np.ndarray, s: float) -> np.ndarray:
     inverse = _inverse3(hl)
     edges: list[int] = [0, 1, 2]  # index i names the edge p_i = 0
     candidates: list[tuple[list[float], float]] = []
-    if inverse is None:  # points with Gp = 0, where f = pᵀb
-        candidates.extend((p.tolist(), float(p @ b)) for p in _zero_norm_points(h, [0, 1, 2]))
+    if inverse is None:  # points the zero rule calls Gp = 0
+        candidates.extend((p.tolist(), objective(p, b, h, s)) for p in _zero_norm_points(h, [0, 1, 2]))
     else:
         q = _interior_minimiser3(inverse, bl, s)
         if q is not None and min(q) >= 0.0:
@@ -295,12 +386,11 @@ def _active_set(b: np.ndarray, h: np.ndarray, s: float, tol: float) -> np.ndarra
     if p is None:
         start = int(np.argmin(b + s * np.sqrt(np.clip(np.diag(h), 0.0, None))))
         p = np.eye(k)[start]
-    zero = ZERO_NORM_RTOL * max(0.0, float(np.diag(h).max()))
     for _ in range(_MAX_ACTIVE_SET_ITERS):
         hp = h @ p
         norm2 = float(p @ hp)
-        if norm2 <= zero:
-            return p  # optimal when min_i b_i ≥ f(p) − tol (always for MGDA); checked by the caller
+        if is_zero_norm(norm2, spread(p, h)) and (norm2 <= 0.0 or _certified(_assess(p, b, h, s), tol)):
+            return p  # a certified kink, or no gradient to follow (the caller checks and enumerates)
         grad = b + (s / math.sqrt(norm2)) * hp
         j = int(np.argmin(grad))
         face = [int(i) for i in np.flatnonzero(p)]
@@ -334,7 +424,8 @@ def _descend_in_face(b: np.ndarray, h: np.ndarray, s: float, face: list[int], p:
 
 def _enumerate(b: np.ndarray, h: np.ndarray, s: float, allow_fail: bool = False) -> np.ndarray | None:
     """Exact minimiser by enumerating every face: vertices, the face minimisers that are feasible, and
-    the points with Gp = 0 (from one-dimensional null spaces of H_SS with a one-signed null vector).
+    the points the zero rule calls Gp = 0 (``_zero_norm_points``); among the candidates whose values tie
+    with the lowest to within the tolerance, the one with the smallest certified gap.
     Limited to k ≤ MAX_ENUMERATION_K (2^k faces); beyond, None if ``allow_fail`` else an error."""
     k = h.shape[0]
     if k > MAX_ENUMERATION_K:
@@ -353,24 +444,23 @@ def _enumerate(b: np.ndarray, h: np.ndarray, s: float, allow_fail: bool = False)
                 candidates.append(q)
             candidates.extend(_zero_norm_points(h, face))
     values = [objective(p, b, h, s) for p in candidates]
-    return candidates[int(np.argmin(values))]
+    best = min(values) + _tolerance(b, h, s)  # rounding can reorder the candidates within tolerance:
+    ties = [p for p, v in zip(candidates, values, strict=True) if v <= best]  # keep the best certified
+    return min(ties, key=lambda p: _assess(p, b, h, s).gap)
 
 
 def _zero_norm_points(h: np.ndarray, face: list[int]) -> list[np.ndarray]:
-    """Simplex points p supported on ``face`` with Hp = 0, from a one-dimensional null space.
+    """Simplex points p supported on ``face`` that the zero rule calls Gp = 0 (at most one per face).
 
-    The null space is found on the correlation matrix C = D^{-1/2} H_SS D^{-1/2} (unit diagonal), so
-    the threshold does not depend on how different the gradients' norms are; Hv = 0 ⇔ C D^{1/2} v = 0.
-    A zero gradient (zero diagonal) is left to its vertex, which is always a candidate."""
+    The candidate is the eigenvector of the smallest eigenvalue of the correlation matrix
+    C = D^{-1/2} H_SS D^{-1/2} (unit diagonal, so that the gradients' norms do not matter; Hv = 0 ⇔
+    C D^{1/2} v = 0), kept when it is one-signed and ``is_zero_norm`` accepts it. A zero gradient
+    (H_ii = 0) is left to its vertex, which is always a candidate."""
     hs = h[np.ix_(face, face)]
     scale = np.sqrt(np.clip(np.diag(hs), 0.0, None))
-    if (scale <= 0.0).any():
+    if (scale <= 0.0).any():  # division guard: a vertex with g_i = 0 is its own zero-norm point
         return []
-    evals, evecs = np.linalg.eigh(hs / np.outer(scale, scale))
-    null = evecs[:, evals <= 1e-10 * max(float(evals[-1]), 1e-300)]
-    if null.shape[1] != 1:
-        return []
-    vec = null[:, 0] / scale
+    vec = np.linalg.eigh(hs / np.outer(scale, scale))[1][:, 0] / scale
     total = vec.sum()
     if abs(total) <= 1e-12 * np.abs(vec).sum():
         return []
@@ -379,4 +469,5 @@ def _zero_norm_points(h: np.ndarray, face: list[int]) -> list[np.ndarray]:
         return []
     p = np.zeros(h.shape[0])
     p[face] = np.clip(vec, 0.0, None)
-    return [p / p.sum()]
+    p /= p.sum()
+    return [p] if is_zero_norm(float(p @ h @ p), spread(p, h)) else []

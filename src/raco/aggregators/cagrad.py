@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from raco.aggregators._checks import check_c, check_gram, check_weights, to_output
-from raco.aggregators._simplex import SimplexSolution, solve
+from raco.aggregators._simplex import SimplexSolution, is_zero_norm, solve, spread
 from raco.aggregators._types import Aggregation
 
 RESCALE_FACTORS = {
@@ -22,19 +22,25 @@ _RESCALE_ALIASES = {None: "none", 0: "none", 1: "1/(1+c^2)", 2: "1/(1+c)", "1/(1
 def cagrad_dual(h: np.ndarray, w: np.ndarray, c: float) -> tuple[float, SimplexSolution | None]:
     """Solve the CAGrad dual p = argmin_{p∈Δ} pᵀHw + s·sqrt(pᵀHp) with s = c·sqrt(wᵀHw).
 
-    Returns (s, solution); the solution is None when s = 0 (c = 0 or g_0 = 0), where the
-    correction vanishes and the dual is meaningless.
+    Returns (s, solution); the solution is None when s = 0: c = 0, or g_0 = Σ w_i g_i vanishes by the
+    zero rule (``is_zero_norm``), where the correction c‖g_0‖·G_p/‖G_p‖ is zero and the dual meaningless.
     """
-    s = c * math.sqrt(max(float(w @ h @ w), 0.0))
-    if s <= 0.0:
+    anchor2 = max(float(w @ h @ w), 0.0)
+    if c <= 0.0 or is_zero_norm(anchor2, spread(w, h)):
         return 0.0, None
+    s = c * math.sqrt(anchor2)
     return s, solve(h @ w, h, s)
 
 
 def correction_coefficients(w: np.ndarray, p: np.ndarray, h: np.ndarray, s: float) -> np.ndarray | None:
-    """a = w + (s / sqrt(pᵀHp))·p, i.e. d = g_0 + c‖g_0‖·G_p/‖G_p‖; None when ‖G_p‖ = 0."""
+    """a = w + (s / sqrt(pᵀHp))·p, i.e. d = g_0 + c‖g_0‖·G_p/‖G_p‖; None when s = 0 or when the zero
+    rule calls ‖G_p‖ zero (G_p vanishes to rounding: its direction would be noise).
+
+    Otherwise ‖G_p‖ > sqrt(ZERO_NORM_RTOL)·σ(p), σ(p) = Σ_i p_i‖g_i‖, so the coefficients are bounded:
+    |a_i − w_i| = s·p_i/‖G_p‖ ≤ c‖g_0‖·p_i / (sqrt(ZERO_NORM_RTOL)·σ(p))  (docs/aggregators.md).
+    """
     norm2 = float(p @ h @ p)
-    if s <= 0.0 or norm2 <= 0.0:
+    if s <= 0.0 or is_zero_norm(norm2, spread(p, h)):
         return None
     return w + (s / math.sqrt(norm2)) * p
 
@@ -55,7 +61,7 @@ def cagrad(
 
     so ‖d − g_0‖ = c‖g_0‖. ``rescale`` divides d as the original code's option does: "none"
     (default, also 0), "1/(1+c^2)" (1) or "1/(1+c)" (2). With w = 1/k this is the original CAGrad.
-    Degenerate cases (c = 0, g_0 = 0, or G_p = 0 at the dual optimum): a = w, ``degenerate`` set.
+    Degenerate cases (c = 0, or g_0 or G_p vanishing by the zero rule): a = w, ``degenerate`` set.
     """
     h = check_gram(gram)
     w = check_weights(weights, h.shape[0])

@@ -20,8 +20,9 @@ def raco(gram: torch.Tensor, weights: torch.Tensor, c: float = 0.4) -> Aggregati
 
     so ‖d − g_0‖ = c‖g_0‖ still holds and only the correction's direction changes, towards the
     objectives the user weighted. Never rescaled. Degenerate cases, where a = w and ``degenerate``
-    is set: s = 0 (c = 0 or g_0 = 0), or p̃ᵀHp̃ = 0 (e.g. p and w with disjoint supports, or the
-    clipped combination of gradients vanishes). ``clip_active`` says whether some p_i exceeded w_i.
+    is set: c = 0, or g_0 or G_p̃ vanishing by the zero rule (``is_zero_norm``: ‖G_p̃‖ ≤ 1e-3·Σ_i p̃_i‖g_i‖),
+    e.g. p and w with disjoint supports (p̃ = 0), or clipped gradients that cancel to rounding.
+    ``clip_active`` says whether some p_i exceeded w_i.
     """
     h = check_gram(gram)
     w = check_weights(weights, h.shape[0])
