@@ -605,6 +605,29 @@ def _unlisted_objective(tree: dict, listed: list[str], keys: list[str]) -> str |
     )
 
 
+TRAJECTORY_FREE = ("output_dir", "overwrite", "log.")
+"""Keys (or prefixes) that do not change what a run computes."""
+
+
+def differences(saved: RunConfig | dict, cfg: RunConfig) -> list[str]:
+    """``key: saved -> new`` for every option that changes what a run computes and differs between
+    ``saved`` (e.g. the ``config.yaml`` of an existing run directory) and ``cfg``: for saying why
+    ``--resume`` would continue *another* run than the one asked for."""
+    old = to_dict(build(RunConfig, copy.deepcopy(saved)) if isinstance(saved, dict) else saved)
+    new = to_dict(cfg)
+
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(tree, dict):
+            return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+        if isinstance(tree, list) and tree and all(isinstance(o, dict) and "name" in o for o in tree):
+            return {k: v for o in tree for k, v in flat(o, f"{prefix}{o['name']}.").items()}
+        return {prefix.rstrip("."): tree}
+
+    before, after = flat(old), flat(new)
+    keys = [k for k in dict.fromkeys([*before, *after]) if not k.startswith(TRAJECTORY_FREE)]
+    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys if before.get(k) != after.get(k)]
+
+
 def _check_trackers(names: list[str]) -> None:
     """Tracker names must be accelerate's, and their package installed (checked before any model load)."""
     from accelerate.tracking import LOGGER_TYPE_TO_CLASS

@@ -453,3 +453,17 @@ def test_cli_answers_trl_names_before_loading_a_model(monkeypatch, capsys, caplo
     assert main(["--data.train", "x.jsonl", "--learning_rate", "1e-5", "--eval_strategy", "steps"]) == 2
     assert "unknown option `--eval_strategy`; raco calls it `train.eval_every`" in capsys.readouterr().err
     assert "note: `--learning_rate` is read as `--train.lr`, raco's name for it" in caplog.messages
+
+
+def test_differences_say_what_another_run_directory_holds(tmp_path):
+    """For the 'output_dir already exists' message: what the existing run computes differently (the
+    README's Python example once hit a run of another method and was told to --resume it)."""
+    import dataclasses
+
+    from raco.config import differences
+
+    shipped = REPO / "configs" / "cpu" / "tiny-random.yaml"
+    saved = dataclasses.asdict(load_config(shipped))
+    other = load_config(shipped, {"method.name": "weighted_sum", "output_dir": "elsewhere", "log.every": "5"})
+    assert differences(saved, other) == ["method.name: 'raco' -> 'weighted_sum'"]
+    assert differences(saved, load_config(shipped)) == []
