@@ -8,10 +8,18 @@ Built-in names (no model hub needed):
   de-quantised once into a cached Hugging Face folder (``$RACO_CACHE``) and loaded from there.
 
 LoRA (and QLoRA) adapters come from peft; gradient checkpointing uses the non-reentrant variant.
+
+A model or tokenizer that cannot be loaded is a :class:`ModelLoadError` (a ``ConfigError``: ``raco train``
+prints it as one paragraph and exits with status 2): a ``model.name`` that is a path to a missing
+folder says so, instead of the hub's "Repo id must use alphanumeric chars".
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,7 +33,7 @@ from transformers import (
 )
 
 from raco.atomic import atomic_save_dir
-from raco.config import LoraConfig, ModelConfig
+from raco.config import ConfigError, LoraConfig, ModelConfig
 from raco.models.offline import cache_dir, smollm2_gguf_path, smollm2_tokenizer
 
 TINY_RANDOM = "tiny-random"
@@ -34,6 +42,69 @@ BUILTIN_MODELS = (TINY_RANDOM, SMOLLM2)
 SMOLLM2_HF_DIR = "smollm2-135m-instruct-hf"  # under $RACO_CACHE
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # `name` or `org/name`
+
+
+class ModelLoadError(ConfigError):
+    """The model or tokenizer named by ``model.*`` cannot be loaded; the message is one paragraph."""
+
+
+def _one_paragraph(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _looks_like_path(name: str) -> bool:
+    return (
+        name.startswith(("/", "./", "../", "~", ".\\", "..\\"))
+        or name.endswith(("/", os.sep))
+        or name in (".", "..")
+        or os.sep in name.replace("/", "", 1)
+        or not _HUB_ID.match(name)
+    )
+
+
+def check_model_source(cfg: ModelConfig) -> None:
+    """A ``model.name`` written as a path must be an existing folder (a GGUF file goes in
+    ``model.gguf_file``); a ``ModelLoadError`` otherwise. Hub ids and built-ins pass."""
+    name = cfg.name
+    if name in BUILTIN_MODELS:
+        return
+    path = Path(name).expanduser()
+    if path.is_file():
+        hint = (
+            f"; for a GGUF file give its folder as model.name and model.gguf_file: {path.name}"
+            if path.suffix == ".gguf"
+            else ""
+        )
+        raise ModelLoadError(f"model.name: {name} is a file; give the model's folder{hint}")
+    if not path.exists() and _looks_like_path(name):
+        raise ModelLoadError(
+            f"model.name: the folder {name} does not exist (resolved from {Path.cwd()}); give an "
+            "existing folder, a Hugging Face id such as `org/name`, or a built-in: "
+            + ", ".join(BUILTIN_MODELS)
+        )
+
+
+@contextmanager
+def _loading(cfg: ModelConfig, what: str) -> Iterator[None]:
+    """Turn a failure to load ``what`` (tokenizer, model) into one ``ModelLoadError`` paragraph."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except torch.OutOfMemoryError as err:
+        raise ModelLoadError(
+            f"model.name: out of memory loading the {what} of {cfg.name!r} in {cfg.dtype}; use a smaller "
+            "model.dtype, lora.load_in_4bit, or a larger device"
+        ) from err
+    except (OSError, ValueError, ImportError, KeyError, RuntimeError) as err:
+        local = cfg.name in BUILTIN_MODELS or Path(cfg.name).expanduser().exists()
+        where = "" if local else " (no local folder has that name, so it was looked up on the hub)"
+        raise ModelLoadError(
+            f"model.name: cannot load the {what} of {cfg.name!r}{where}: {_one_paragraph(err)}"
+        ) from err
 
 
 def smollm2_model_dir() -> Path:
@@ -79,14 +150,19 @@ def tiny_random_model(seed: int, vocab_size: int, dtype: torch.dtype = torch.flo
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """The tokenizer of ``cfg.name``, with a pad token (eos when the tokenizer has none)."""
-    if cfg.name == TINY_RANDOM:
-        tokenizer = smollm2_tokenizer()
-    elif cfg.name == SMOLLM2:
-        tokenizer = AutoTokenizer.from_pretrained(str(smollm2_model_dir()))
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(
-            cfg.name, revision=cfg.revision, gguf_file=cfg.gguf_file, trust_remote_code=cfg.trust_remote_code
-        )
+    check_model_source(cfg)
+    with _loading(cfg, "tokenizer"):
+        if cfg.name == TINY_RANDOM:
+            tokenizer = smollm2_tokenizer()
+        elif cfg.name == SMOLLM2:
+            tokenizer = AutoTokenizer.from_pretrained(str(smollm2_model_dir()))
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(
+                cfg.name,
+                revision=cfg.revision,
+                gguf_file=cfg.gguf_file,
+                trust_remote_code=cfg.trust_remote_code,
+            )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -96,7 +172,7 @@ def _quantization(lora: LoraConfig):
     if not lora.load_in_4bit:
         return None
     if not torch.cuda.is_available():
-        raise RuntimeError("lora.load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
+        raise ModelLoadError("lora.load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -108,16 +184,18 @@ def load_base_model(cfg: ModelConfig, lora: LoraConfig, vocab_size: int) -> nn.M
     """The causal LM named by ``cfg`` in ``cfg.dtype`` (before LoRA); ``float16`` means mixed precision,
     so its weights stay float32 (training/precision.py)."""
     dtype = torch.float32 if cfg.dtype == "float16" else DTYPES[cfg.dtype]
-    if cfg.name == TINY_RANDOM:
-        return tiny_random_model(cfg.seed, vocab_size, dtype)
-    source = str(smollm2_model_dir()) if cfg.name == SMOLLM2 else cfg.name
-    kwargs = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
-    if cfg.name != SMOLLM2:
-        kwargs.update(revision=cfg.revision, gguf_file=cfg.gguf_file)
-    quantization = _quantization(lora)
-    if quantization is not None:
-        kwargs["quantization_config"] = quantization
-    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    check_model_source(cfg)
+    with _loading(cfg, "model"):
+        if cfg.name == TINY_RANDOM:
+            return tiny_random_model(cfg.seed, vocab_size, dtype)
+        source = str(smollm2_model_dir()) if cfg.name == SMOLLM2 else cfg.name
+        kwargs = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+        if cfg.name != SMOLLM2:
+            kwargs.update(revision=cfg.revision, gguf_file=cfg.gguf_file)
+        quantization = _quantization(lora)
+        if quantization is not None:
+            kwargs["quantization_config"] = quantization
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
 
 
 def disable_dropout(model: nn.Module) -> int:

@@ -8,12 +8,18 @@ Layout of one checkpoint (``RUN_DIR/checkpoints/step-00000120/``)::
     state.json              step, data position, skip counter, loss scale, number of processes
     config.yaml             the resolved run configuration
 
-A checkpoint is built in a temporary sibling folder on the main process, every file is fsync'ed, and the
-folder is renamed into place: a crash leaves either the previous checkpoint or the new one, never a
-half-written one. The other processes' random states reach it through ``gather_to_main``. Only the
-newest ``keep_last`` complete checkpoints are kept. A checkpoint is resumed with the number of
-processes that wrote it (each restores its own random state); another number is refused, since the
-global batch, and so the trajectory, depends on it.
+A checkpoint is built in a temporary sibling folder (``.tmp-step-XXXXXXXX-*``) on the main process,
+every file is fsync'ed, and the folder is renamed into place: a crash leaves either the previous
+checkpoint or the new one, never a half-written one; the temporaries a crash leaves behind are removed
+by :func:`remove_stale_temporaries` when the run is resumed (raco's own temporary names only). The
+other processes' random states reach it through ``gather_to_main``. Only the newest ``keep_last``
+complete checkpoints are kept. A checkpoint is resumed with the number of processes that wrote it
+(each restores its own random state); another number is refused, since the global batch, and so the
+trajectory, depends on it.
+
+``state.json`` also records what a resumed run needs to end with the uninterrupted run's files: how
+many ``metrics.jsonl`` records had been written, the metrics the run would report at its end so far,
+the wall time spent so far, and (``final``) whether the final evaluation is in.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ import json
 import os
 import random
 import re
+import secrets
 import shutil
-import tempfile
+import signal
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +42,60 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from raco.atomic import file_mode, make_temp_dir
 from raco.config import ConfigError
 
 CHECKPOINTS = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")
+# raco's own temporaries (tempfile's random part is 8 of [a-z0-9_]): a checkpoint being built, a
+# checkpoint set aside while the same step is rewritten, and atomic_write's files in the run folder
+_TMP_CHECKPOINT = re.compile(r"^\.tmp-step-\d{8}-[a-z0-9_]{8}$")
+_ASIDE_CHECKPOINT = re.compile(r"^\.old-(step-\d{8})-[a-z0-9_]{8}$")
+_TMP_RUN_FILE = re.compile(r"^\.(config\.yaml|metrics\.jsonl|summary\.json)\.[a-z0-9_]{8}\.tmp$")
+
+# Test hook: the environment variable names a point (optionally `@n`: its n-th occurrence in this
+# process) where the process kills itself with SIGKILL, as a crash or `kill -9` would.
+FAULT_ENV = "RACO_TEST_KILL_AT"
+FAULT_POINTS = ("before-first-checkpoint", "mid-checkpoint-write", "after-last-checkpoint-before-model")
+_fault_hits: dict[str, int] = {}
+
+
+def fault_point(name: str, condition: Callable[[], bool] | None = None) -> None:
+    """Kill this process (SIGKILL) if ``$RACO_TEST_KILL_AT`` names ``name`` (``name@n``: the n-th time
+    it is reached with ``condition()`` true). Does nothing, and evaluates nothing, otherwise."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    wanted, _, nth = spec.partition("@")
+    if wanted != name or (condition is not None and not condition()):
+        return
+    _fault_hits[name] = _fault_hits.get(name, 0) + 1
+    if _fault_hits[name] == int(nth or 1):
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Remove what a killed writer left in ``run_dir``: unfinished checkpoint folders and
+    ``atomic_write`` temporaries of the run's own files (nothing else is touched). A checkpoint set
+    aside while the same step was being rewritten is put back if the new one never arrived.
+    Returns what was removed. Call on the main process only, when no run is writing."""
+    run_dir = Path(run_dir)
+    removed = []
+    root = run_dir / CHECKPOINTS
+    if root.is_dir():
+        for path in sorted(root.iterdir()):
+            aside = _ASIDE_CHECKPOINT.match(path.name)
+            if aside and path.is_dir() and not (root / aside.group(1)).exists():
+                os.replace(path, root / aside.group(1))
+            elif (aside or _TMP_CHECKPOINT.match(path.name)) and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    if run_dir.is_dir():
+        for path in sorted(run_dir.iterdir()):
+            if _TMP_RUN_FILE.match(path.name) and path.is_file():
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def checkpoint_name(step: int) -> str:
@@ -149,17 +207,26 @@ def write_checkpoint(
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     target = root / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=root))
+    tmp = make_temp_dir(f".tmp-{target.name}-", root)
+    aside = None
     try:
-        for name, content in files.items():
+        for index, (name, content) in enumerate(files.items()):
+            if index == len(files) // 2:
+                fault_point("mid-checkpoint-write")
             _write_file(tmp / name, content)
         _fsync_tree(tmp)
-        if target.exists():  # same step written again (e.g. the final save after a periodic one)
-            shutil.rmtree(target)
+        if target.exists():  # the same step again (a run resumed from it): set the old one aside
+            aside = root / f".old-{target.name}-{secrets.token_hex(4)}"  # until the new one is in place
+            os.replace(target, aside)
         os.replace(tmp, target)
         _fsync_dir(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if aside is not None:
+            if target.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(aside, target)
     for old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -168,6 +235,7 @@ def write_checkpoint(
 def _write_file(path: Path, content: Any) -> None:
     if path.suffix == ".safetensors":
         save_file(content, str(path))
+        os.chmod(path, file_mode())  # safetensors writes 0o600 whatever the umask
     elif path.suffix == ".pt":
         torch.save(content, path)
     elif path.suffix == ".json":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Any
 
@@ -125,28 +126,48 @@ def _destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate launch (which set RANK), or a single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def run_train(namespace: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    """Validate the configuration (before any model load), then train; returns an exit status."""
+    """Validate the configuration (before any model load), then train; returns an exit status:
+    0 done (also: ``--resume`` of a run that is already complete, which changes nothing), 2 bad
+    configuration, data or model (one paragraph, no run directory left behind), 3 stopped with a
+    checkpoint, 130 interrupted with a checkpoint."""
     try:
         cfg = config_from_args(namespace, overrides)
     except ConfigError as err:
         print(f"raco train: error: {err}", file=sys.stderr)
         return 2
+    from raco.gradients.capture import FusedPathUnsupported
     from raco.training.loop import TrainingStopped, resume, train
 
     try:
         result = resume(namespace.resume, overrides=overrides) if cfg is None else train(cfg)
         _destroy_process_group()
-    except (ConfigError, DataError) as err:
-        print(f"raco train: error: {err}", file=sys.stderr)
+    except (ConfigError, DataError, FusedPathUnsupported) as err:
+        rank = "" if _is_main_process() else f" [rank {os.environ['RANK']}]"  # may be one rank's own
+        print(f"raco train{rank}: error: {err}", file=sys.stderr)
         return 2
-    except TrainingStopped as err:
-        print(f"raco train: stopped: {err}", file=sys.stderr)
+    except TrainingStopped as err:  # every process stops at the same step: said once
+        if _is_main_process():
+            print(f"raco train: stopped: {err}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("raco train: interrupted; resume with --resume", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        where = f" {namespace.resume}" if namespace.resume else f" {cfg.output_dir}" if cfg else ""
+        if _is_main_process():
+            print(
+                f"raco train: {err or 'interrupted'}; continue with `raco train --resume{where}`",
+                file=sys.stderr,
+            )
         return 130
-    print(f"run directory: {result.run_dir}")
+    if result.already_complete and _is_main_process():
+        print(
+            f"raco train: {result.run_dir} is already complete ({result.steps} steps; model in "
+            f"{result.model_dir}, summary in {result.summary_file}); nothing to resume, nothing changed"
+        )
     return 0
 
 

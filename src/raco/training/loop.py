@@ -7,18 +7,28 @@ One optimizer step::
 
 A step whose loss or update is NaN/inf is skipped (no optimizer update, logged as ``skipped``); after
 ``train.max_consecutive_skips`` in a row the run stops with a checkpoint. Ctrl-C and out-of-memory
-errors also leave a resumable checkpoint of the last completed step.
+errors also leave a resumable checkpoint of the last completed step; both are folded into the step's
+one all-reduce, so that under several processes every process stops at the same step.
+
+The run directory's lifecycle: a checkpoint records how many ``metrics.jsonl`` records, which final
+metrics and how much wall time the run had so far, and whether the final evaluation is in; a resumed
+run (from any checkpoint, or from scratch when it was killed before the first) cuts the metrics back
+to that record count, so a run killed and resumed any number of times ends with the files of the
+uninterrupted run. Resuming a finished run changes nothing. ``RACO_TEST_KILL_AT`` names a point where
+the process kills itself (checkpoint.fault_point), for tests.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import threading
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +36,7 @@ from typing import Any
 import torch
 import yaml
 
+from raco.atomic import give_umask_modes
 from raco.config import ConfigError, RunConfig, from_dict, load_config, save_config
 from raco.gradients import NonFiniteGradientError
 from raco.gradients.store import all_reduce_sum
@@ -33,9 +44,16 @@ from raco.losses.pairwise import reward_means, summed_rewards
 from raco.training import checkpoint as ckpt
 from raco.training.evaluate import evaluate
 from raco.training.inputs import eval_batches, step_micro_batches
-from raco.training.metrics import METRICS_FILE, MetricsLog, summary_table, truncate_metrics
+from raco.training.metrics import (
+    METRICS_FILE,
+    MetricsLog,
+    WarningLog,
+    capture_warnings,
+    summary_table,
+    truncate_metrics,
+)
 from raco.training.session import CONFIG_FILE, Session, setup
-from raco.training.summary import save_final
+from raco.training.summary import MODEL_DIR, SUMMARY_FILE, save_final
 
 StepCallback = Callable[[int, dict[str, float]], None]
 
@@ -55,6 +73,7 @@ class TrainResult:
     checkpoint: Path | None
     steps: int
     final_metrics: dict[str, float]
+    already_complete: bool = False  # `resume` of a finished run: nothing was done
 
 
 def _as_config(config: RunConfig | dict | str | Path, overrides: dict[str, Any] | None) -> RunConfig:
@@ -82,8 +101,24 @@ def train(
     ``overrides`` are dotted keys (``{"train.lr": 1e-5}``); ``on_step(step, metrics)`` is called after
     every optimizer step. Returns the output paths and the final metrics.
     """
-    session = setup(_as_config(config, overrides))
-    return run(session, on_step)
+    cfg = _as_config(config, overrides)
+    with capture_warnings():
+        session = setup(cfg)
+        try:
+            return run(session, on_step)
+        except BaseException as err:
+            _remove_if_nothing_done(session, err)
+            raise
+
+
+def _remove_if_nothing_done(s: Session, err: BaseException) -> None:
+    """A new run that failed before its first step (e.g. ``method.path: fused`` on a model it does not
+    support) leaves no run directory: nothing would be resumed, and re-running it must not be refused.
+    Interruptions and stops keep theirs (they are resumable)."""
+    if isinstance(err, KeyboardInterrupt | TrainingStopped) or s.step > 0:
+        return
+    if s.accelerator.is_main_process and ckpt.latest_checkpoint(s.run_dir) is None:
+        shutil.rmtree(s.run_dir, ignore_errors=True)
 
 
 # Options a resumed run may change: they steer logging and checkpointing, never the trajectory.
@@ -113,22 +148,63 @@ def resume(
     if not config_file.is_file():
         raise ConfigError(f"--resume: {run_dir} is not a raco run directory (no {CONFIG_FILE})")
     tree = yaml.safe_load(config_file.read_text())
-    for key, value in (overrides or {}).items():
+    for key in overrides or {}:
         if key not in RESUME_OVERRIDABLE:
             raise ConfigError(
                 f"--{key}: cannot be changed when resuming (it would change the run's trajectory); "
                 f"resumable options: {', '.join(RESUME_OVERRIDABLE)}"
             )
+    finished = completed_run(run_dir)
+    if finished is not None:  # nothing to do, and nothing is changed (not even config.yaml)
+        return finished
+    for key, value in (overrides or {}).items():
         apply_override(tree, key, value)
     cfg = from_dict(tree)
     cfg.output_dir = str(run_dir)
     if overrides:
         save_config(cfg, config_file)
-    session = setup(cfg, resuming=True)
+    with capture_warnings():
+        session = setup(cfg, resuming=True)  # also removes the temporaries a kill left behind
+        latest = ckpt.latest_checkpoint(run_dir)
+        if latest is not None:
+            restore(session, latest)
+        else:
+            start_over(session)
+        return run(session, on_step)
+
+
+def completed_run(run_dir: Path) -> TrainResult | None:
+    """The result of the finished run in ``run_dir`` (its ``summary.json`` is complete and its newest
+    checkpoint is that of the last step), or None when it still has something to do."""
+    run_dir = Path(run_dir)
     latest = ckpt.latest_checkpoint(run_dir)
-    if latest is not None:
-        restore(session, latest)
-    return run(session, on_step)
+    summary_file = run_dir / SUMMARY_FILE
+    if latest is None or not summary_file.is_file() or not (run_dir / MODEL_DIR).is_dir():
+        return None
+    try:
+        summary = json.loads(summary_file.read_text())
+    except (OSError, ValueError):  # torn by a kill while it was written: finish the run again
+        return None
+    step = int(latest.name.rsplit("-", 1)[1])
+    if not (isinstance(summary, dict) and summary.get("steps") == summary.get("total_steps") == step):
+        return None
+    return TrainResult(
+        run_dir=run_dir,
+        model_dir=run_dir / MODEL_DIR,
+        metrics_file=run_dir / METRICS_FILE,
+        summary_file=summary_file,
+        checkpoint=latest,
+        steps=step,
+        final_metrics=summary.get("final_metrics", {}),
+        already_complete=True,
+    )
+
+
+def start_over(s: Session) -> None:
+    """Resume a run killed before its first checkpoint: from step 0, with no metrics records."""
+    if s.accelerator.is_main_process:
+        truncate_metrics(s.run_dir / METRICS_FILE, 0, records=0)
+    s.accelerator.wait_for_everyone()
 
 
 def restore(s: Session, folder: Path) -> None:
@@ -145,9 +221,17 @@ def restore(s: Session, folder: Path) -> None:
         s.engine.path = "plain"
     if "loss_scale" in state:
         s.loss_scale.load_state_dict(state["loss_scale"])
+    s.last_metrics = dict(state.get("last_metrics", {}))
+    s.final_evaluated = bool(state.get("final", False))
+    s.wall_offset = float(state.get("wall_seconds", 0.0))
     if s.accelerator.is_main_process:
-        truncate_metrics(s.run_dir / METRICS_FILE, s.step)
+        truncate_metrics(s.run_dir / METRICS_FILE, s.step, state.get("metrics_records"))
     s.accelerator.wait_for_everyone()
+
+
+def _wall_seconds(s: Session) -> float:
+    """Wall time of the run so far: earlier segments (up to their last checkpoint) and this one."""
+    return s.wall_offset + (time.time() - s.segment_started if s.segment_started else 0.0)
 
 
 def save_checkpoint(s: Session) -> Path | None:
@@ -164,7 +248,12 @@ def save_checkpoint(s: Session) -> Path | None:
             "gradient_path": s.engine.path,
             "loss_scale": s.loss_scale.state_dict(),
             "processes": s.accelerator.num_processes,
+            "last_metrics": s.last_metrics,
+            "final": s.final_evaluated,
+            "wall_seconds": _wall_seconds(s),
         }
+        if s.log is not None:
+            state["metrics_records"] = s.log.records
         files = {
             "trainable.safetensors": ckpt.trainable_state(s.model),
             "optimizer.pt": {"optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict()},
@@ -184,18 +273,31 @@ class _StepTotals:
     losses: torch.Tensor  # [k] per-objective losses L_i
     rewards: torch.Tensor  # [k, len(REWARD_SUMS)] reward sums (losses/pairwise.py)
     tokens: float  # non-padding tokens
+    stop: bool = False  # Ctrl-C was pressed on some process
+    out_of_memory: bool = False  # some process ran out of memory in this step's micro-batches
 
 
-def _step_totals(s: Session, batches: list[dict], micro_metrics: list[dict]) -> _StepTotals:
+def _step_totals(
+    s: Session, batches: list[dict], micro_metrics: list[dict], stop: bool = False, oom: bool = False
+) -> _StepTotals:
     """Sum this process's micro-batch statistics, then all processes' (one all-reduce), so that every
-    logged value is that of the global batch, not of one process or one micro-batch."""
+    logged value is that of the global batch, not of one process or one micro-batch. The same
+    all-reduce carries this process's Ctrl-C and out-of-memory flags, so that every process takes the
+    same decision at the same step (a checkpoint's collectives would hang if only one did)."""
     k = len(s.specs)
     losses = [sum(m[f"loss/{spec.name}"] for m in micro_metrics) for spec in s.specs]
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     rewards = summed_rewards(micro_metrics, s.specs)
-    flat = torch.cat([torch.tensor([*losses, tokens], dtype=torch.float64), rewards.flatten()])
+    head = torch.tensor([*losses, tokens, float(stop), float(oom)], dtype=torch.float64)
+    flat = torch.cat([head, rewards.flatten()])
     all_reduce_sum([flat])
-    return _StepTotals(flat[:k], flat[k + 1 :].reshape(rewards.shape), float(flat[k]))
+    return _StepTotals(
+        flat[:k],
+        flat[k + 3 :].reshape(rewards.shape),
+        float(flat[k]),
+        stop=bool(flat[k + 1] > 0),
+        out_of_memory=bool(flat[k + 2] > 0),
+    )
 
 
 def _batch_metrics(s: Session, totals: _StepTotals, started: float) -> dict[str, float]:
@@ -222,19 +324,35 @@ def _schedule_metrics(s: Session) -> dict[str, float]:
     return metrics
 
 
-def train_step(s: Session) -> dict[str, float]:
-    """One optimizer step on the deterministic micro-batches of step ``s.step``."""
+def train_step(s: Session, interrupted: bool = False) -> dict[str, float]:
+    """One optimizer step on the deterministic micro-batches of step ``s.step``; ``interrupted``: Ctrl-C
+    was pressed here (``s.stop_requested`` says whether any process asked to stop).
+
+    A ``torch.OutOfMemoryError`` in a micro-batch on any process is raised on every process, after
+    the step's all-reduce, with the step left undone."""
     started = time.perf_counter()
     pairs = step_micro_batches(s.data.train, s.plan, s.step, s.cfg.train.seed, s.accelerator.process_index)
     batches = [s.to_device(s.collator(mb)) for mb in pairs]
     counts = s.engine.step_counts(batches)
     micro_metrics = []
-    for batch in batches:
-        ref = s.train_reference(batch) if s.train_reference is not None else None
-        with s.autocast():
-            metrics = s.engine.accumulate(batch, counts=counts, ref_logps=ref, loss_scale=s.loss_scale.value)
-        micro_metrics.append(metrics)
-    totals = _step_totals(s, batches, micro_metrics)
+    out_of_memory = None
+    try:
+        for batch in batches:
+            ref = s.train_reference(batch) if s.train_reference is not None else None
+            with s.autocast():
+                metrics = s.engine.accumulate(
+                    batch, counts=counts, ref_logps=ref, loss_scale=s.loss_scale.value
+                )
+            micro_metrics.append(metrics)
+    except torch.OutOfMemoryError as err:
+        out_of_memory, micro_metrics = err, []
+        _free_memory(s)
+    totals = _step_totals(s, batches, micro_metrics, stop=interrupted, oom=out_of_memory is not None)
+    s.stop_requested = totals.stop
+    if totals.out_of_memory:
+        if out_of_memory is not None:
+            raise out_of_memory
+        raise torch.OutOfMemoryError("out of memory on another process")
     try:
         report = s.engine.finish_step()
     except NonFiniteGradientError:
@@ -286,6 +404,14 @@ def _skip_non_finite(s: Session, totals: _StepTotals, started: float) -> dict[st
     return metrics
 
 
+def _free_memory(s: Session) -> None:
+    """After an out-of-memory error: drop the failed step's partial gradients and cached blocks."""
+    s.engine.discard_step()
+    s.optimizer.zero_grad(set_to_none=True)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_evaluation(s: Session) -> dict[str, float]:
     """Held-out metrics (empty when there is no evaluation data)."""
     if not s.data.eval:
@@ -321,18 +447,16 @@ def _due(step: int, every: int, total: int) -> bool:
     return step == total or (every > 0 and step % every == 0)
 
 
-def _loop(s: Session, log: MetricsLog, on_step: StepCallback | None) -> dict[str, float]:
+def _loop(s: Session, log: MetricsLog, on_step: StepCallback | None, warned: WarningLog) -> None:
     cfg = s.cfg
-    last: dict[str, float] = {}
+    single = s.accelerator.num_processes == 1
     with _Interrupt() as interrupt:
         while s.step < s.plan.total_steps:
+            warned.when = f"step {s.step + 1}"
             try:
-                metrics = train_step(s)
+                metrics = train_step(s, interrupted=interrupt.hit)
             except torch.OutOfMemoryError as err:
-                s.engine.discard_step()  # the failed step leaves nothing behind: state is that of s.step
-                s.optimizer.zero_grad(set_to_none=True)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                _free_memory(s)  # the failed step leaves nothing behind: state is that of s.step
                 path = save_checkpoint(s)
                 raise TrainingStopped(
                     f"out of memory at step {s.step + 1}; resumable checkpoint {path}; "
@@ -344,9 +468,10 @@ def _loop(s: Session, log: MetricsLog, on_step: StepCallback | None) -> dict[str
             if _due(s.step, cfg.log.every, s.plan.total_steps) or any(k.startswith("eval/") for k in metrics):
                 log.log(s.step, metrics)
             log.advance(s.step, metrics)
-            last.update(metrics)
+            s.last_metrics.update(metrics)
             if on_step is not None:
                 on_step(s.step, metrics)
+            ckpt.fault_point("before-first-checkpoint", lambda: ckpt.latest_checkpoint(s.run_dir) is None)
             if s.skips_in_a_row >= cfg.train.max_consecutive_skips:
                 path = save_checkpoint(s)
                 raise TrainingStopped(
@@ -354,16 +479,38 @@ def _loop(s: Session, log: MetricsLog, on_step: StepCallback | None) -> dict[str
                     f"gradient (last: step {s.step}); checkpoint {path}. Lower train.lr "
                     "or check the data"
                 )
-            if s.step < s.plan.total_steps and _due(s.step, cfg.train.save_every, 0):
-                save_checkpoint(s)
-            if interrupt.hit:
+            # every process decides on the all-reduced flag (one process alone would hang in the
+            # checkpoint's collectives); alone, a Ctrl-C after that all-reduce counts at once
+            if s.stop_requested or (single and interrupt.hit):
                 path = save_checkpoint(s)
                 raise KeyboardInterrupt(f"interrupted after step {s.step}; checkpoint {path}")
-    return last
+            if s.step < s.plan.total_steps and _due(s.step, cfg.train.save_every, 0):
+                save_checkpoint(s)
+
+
+@contextmanager
+def _no_library_progress_bars():
+    """transformers' "Writing model shards" bar at the end of a run tells the user nothing."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def run(s: Session, on_step: StepCallback | None = None) -> TrainResult:
-    """Train from ``s.step`` to the end, evaluate, save the model and the summary."""
+    """Train from ``s.step`` to the end, evaluate, save the model and the summary. Warnings are
+    written to ``RUN_DIR/warnings.log``; only those the user can act on reach the console."""
+    with capture_warnings() as warned:
+        warned.attach(s.run_dir, s.accelerator.is_main_process)
+        return _run(s, on_step, warned)
+
+
+def _run(s: Session, on_step: StepCallback | None, warned: WarningLog) -> TrainResult:
     log = MetricsLog(
         s.run_dir,
         s.accelerator,
@@ -372,21 +519,31 @@ def run(s: Session, on_step: StepCallback | None = None) -> TrainResult:
         s.cfg.log.progress,
         tuple(spec.name for spec in s.specs),
     )
-    started = time.time()
+    s.log = log
+    s.segment_started = time.time()
+    resumed_final = s.final_evaluated  # resumed from the final checkpoint: only the model is missing
     try:
-        last = _loop(s, log, on_step)
-        final_eval = run_evaluation(s)
-        if final_eval:
-            log.log(s.step, final_eval)
-        last.update(final_eval)
+        if not resumed_final:
+            _loop(s, log, on_step, warned)
+            warned.when = "final evaluation"
+            final_eval = run_evaluation(s)
+            if final_eval:
+                log.log(s.step, final_eval)
+            s.last_metrics.update(final_eval)
+            s.final_evaluated = True
     finally:
         log.close()
-    path = save_checkpoint(s)
-    result = save_final(s, last, time.time() - started)
+    warned.when = "saving"
+    path = ckpt.latest_checkpoint(s.run_dir) if resumed_final else save_checkpoint(s)
+    ckpt.fault_point("after-last-checkpoint-before-model")
+    with _no_library_progress_bars():
+        result = save_final(s, s.last_metrics, _wall_seconds(s))
+    if s.accelerator.is_main_process:
+        give_umask_modes(Path(result["model_dir"]))  # safetensors files come 0o600
     if s.accelerator.is_main_process:
         print(
             f"raco train: {s.step} steps, run directory {s.run_dir}\n"
-            + summary_table(last, result["objectives"])
+            + summary_table(s.last_metrics, result["objectives"])
         )
     return TrainResult(
         run_dir=s.run_dir,
@@ -395,5 +552,5 @@ def run(s: Session, on_step: StepCallback | None = None) -> TrainResult:
         summary_file=s.run_dir / "summary.json",
         checkpoint=path,
         steps=s.step,
-        final_metrics=last,
+        final_metrics=dict(s.last_metrics),
     )

@@ -1,7 +1,9 @@
-"""Setup of a training run: run directory, accelerator, data, model, reference, engine, optimizer.
+"""Setup of a training run: accelerator, data, model, reference, engine, optimizer, run directory.
 
 Everything that can be wrong with the configuration or the data is checked here before the model is
-loaded (the config itself was validated when it was built).
+loaded (the config itself was validated when it was built), and the run directory is created only
+once everything else has succeeded: a bad config, bad data or a model that cannot be loaded leaves no
+run directory behind (and an existing one, with ``overwrite: true``, untouched).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from raco.models.reference import (
     resolve_reference_kind,
     weights_fingerprint,
 )
+from raco.training.checkpoint import remove_stale_temporaries
 from raco.training.inputs import PreparedData, StepPlan, eval_batches, make_plan, prepare_data
 from raco.training.precision import DynamicLossScale, autocast, uses_mixed_float16
 
@@ -60,6 +63,13 @@ class Session:
     skips_in_a_row: int = 0
     skipped_steps: int = 0
     extras: dict = field(default_factory=dict)
+    # the run's lifecycle (checkpointed, so that a resumed run ends as the uninterrupted one would)
+    last_metrics: dict = field(default_factory=dict)  # what the run reports at its end, so far
+    final_evaluated: bool = False  # the final evaluation is done and logged
+    wall_offset: float = 0.0  # seconds of earlier segments of a resumed run (up to their checkpoint)
+    segment_started: float = 0.0  # time.time() when this segment's training began
+    log: Any = None  # the MetricsLog while running (its record count goes into checkpoints)
+    stop_requested: bool = False  # Ctrl-C on any process, agreed on by all at the step's all-reduce
 
     def autocast(self):
         """float16 autocast for mixed-precision runs, else a no-op context."""
@@ -95,7 +105,8 @@ def check_run_dir(cfg: RunConfig, resuming: bool) -> bool:
 
 
 def prepare_run_dir(cfg: RunConfig, accelerator: Accelerator, resuming: bool) -> Path:
-    """Create the run directory (after the data has been validated, so that bad data leaves none)."""
+    """Create the run directory (the last step of setup, so that a failed setup leaves none); when
+    resuming, remove the temporaries a killed run left in it."""
     run_dir = Path(cfg.output_dir)
     exists = check_run_dir(cfg, resuming)
     accelerator.wait_for_everyone()
@@ -103,10 +114,21 @@ def prepare_run_dir(cfg: RunConfig, accelerator: Accelerator, resuming: bool) ->
         if exists and not resuming:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resuming:
+        if resuming:
+            remove_stale_temporaries(run_dir)
+        else:
             save_config(cfg, run_dir / CONFIG_FILE)
     accelerator.wait_for_everyone()
     return run_dir
+
+
+def reference_kind(cfg: RunConfig, specs: list[ObjectiveSpec]) -> str:
+    """The concrete reference kind of the run (a ``ConfigError`` for an impossible combination)."""
+    needs_reference = any(spec.needs_reference for spec in specs)
+    try:
+        return resolve_reference_kind(cfg.model.reference, cfg.lora.enabled, needs_reference)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def make_accelerator(cfg: RunConfig) -> Accelerator:
@@ -173,20 +195,17 @@ def _cached_tables(s: Session, base_fingerprint: str) -> None:
 
 
 def setup(cfg: RunConfig, resuming: bool = False) -> Session:
-    """Build a run from a validated config (the checkpoint, if resuming, is restored by the caller)."""
+    """Build a run from a validated config (the checkpoint, if resuming, is restored by the caller).
+
+    The order is the order of cost: configuration, data, model; the run directory comes last."""
     accelerator = make_accelerator(cfg)
     check_run_dir(cfg, resuming)
     set_seed(cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg, tokenizer)  # checks objectives against the data: before the model loads
     plan = make_plan(cfg, len(data.train), accelerator.num_processes)
-    run_dir = prepare_run_dir(cfg, accelerator, resuming)
     specs = objective_specs(cfg)
-    needs_reference = any(spec.needs_reference for spec in specs)
-    try:
-        kind = resolve_reference_kind(cfg.model.reference, cfg.lora.enabled, needs_reference)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+    kind = reference_kind(cfg, specs)
     model, ref_model = _load_model(cfg, tokenizer, kind)
     fingerprint = weights_fingerprint(model) if kind == "cached" else ""
     model.to(accelerator.device)
@@ -210,7 +229,7 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
     )
     session = Session(
         cfg,
-        run_dir,
+        Path(cfg.output_dir),
         accelerator,
         model,
         tokenizer,
@@ -231,8 +250,14 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
         session.eval_reference = lambda batch: reference_logps(ref_model, batch)
     elif kind == "adapter":
         session.eval_reference = lambda batch: reference_logps(None, batch, policy=model)
-    if accelerator.is_main_process and cfg.log.log_with:
-        accelerator.init_trackers(cfg.log.project, config=_flat(to_dict(cfg)))
+    prepare_run_dir(cfg, accelerator, resuming)
+    try:
+        if accelerator.is_main_process and cfg.log.log_with:
+            accelerator.init_trackers(cfg.log.project, config=_flat(to_dict(cfg)))
+    except BaseException:
+        if accelerator.is_main_process and not resuming:
+            shutil.rmtree(session.run_dir, ignore_errors=True)  # this invocation made it: leave none
+        raise
     return session
 
 
