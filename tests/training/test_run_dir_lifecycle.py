@@ -261,3 +261,25 @@ def test_atomic_writes_and_checkpoints_respect_the_umask(tmp_path, umask):
     assert mode(tmp_path / "checkpoints" / "step-00000002") == 0o777 & ~umask
     assert mode(tmp_path / "checkpoints" / "step-00000002" / "state.json") == 0o666 & ~umask
     assert mode(tmp_path / "kept.txt") == 0o600
+
+
+def test_a_run_directory_in_use_is_neither_cleaned_nor_replaced(tiny_config, tmp_path):
+    """While a run holds its directory (RUN_DIR/.raco.lock), `--resume` and `overwrite: true` are
+    refused before they touch it: its in-progress checkpoint folder is not taken for debris."""
+    from raco.config import ConfigError, from_dict, save_config
+
+    tree = tiny_config(**{"train.max_steps": 2})
+    run_dir = Path(tree["output_dir"])
+    run_dir.mkdir()
+    save_config(from_dict(tree), run_dir / "config.yaml")
+    writing = run_dir / ckpt.CHECKPOINTS / ".tmp-step-00000002-abcd1234"
+    writing.mkdir(parents=True)
+    held = ckpt.lock_run_dir(run_dir)
+    try:
+        with pytest.raises(ConfigError, match=rf"in use by another raco process \(pid {os.getpid()} on "):
+            resume(run_dir)
+        with pytest.raises(ConfigError, match="in use by another raco process"):
+            train({**tree, "overwrite": True})
+    finally:
+        held.close()
+    assert writing.is_dir() and (run_dir / "config.yaml").is_file()

@@ -31,10 +31,11 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -74,11 +75,42 @@ def fault_point(name: str, condition: Callable[[], bool] | None = None) -> None:
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
+LOCK_FILE = ".raco.lock"
+
+
+def lock_run_dir(run_dir: Path) -> TextIO | None:
+    """Hold ``RUN_DIR/.raco.lock`` (an advisory ``flock``) until the returned handle is closed; a
+    ``ConfigError`` naming the holder when another process (a run still going) holds it. None where
+    the platform has no ``flock``; a file system without locks is not an error."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(Path(run_dir) / LOCK_FILE, "a+")  # noqa: SIM115 (the caller closes it)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise ConfigError(
+            f"{run_dir} is in use by another raco process ({holder or 'unknown'}); let it finish or "
+            "stop it first"
+        ) from None
+    except OSError:
+        return handle
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
+
+
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     """Remove what a killed writer left in ``run_dir``: unfinished checkpoint folders and
     ``atomic_write`` temporaries of the run's own files (nothing else is touched). A checkpoint set
     aside while the same step was being rewritten is put back if the new one never arrived.
-    Returns what was removed. Call on the main process only, when no run is writing."""
+    Returns what was removed. Call on the main process only, holding :func:`lock_run_dir`."""
     run_dir = Path(run_dir)
     removed = []
     root = run_dir / CHECKPOINTS

@@ -505,9 +505,12 @@ def _no_library_progress_bars():
 def run(s: Session, on_step: StepCallback | None = None) -> TrainResult:
     """Train from ``s.step`` to the end, evaluate, save the model and the summary. Warnings are
     written to ``RUN_DIR/warnings.log``; only those the user can act on reach the console."""
-    with capture_warnings() as warned:
-        warned.attach(s.run_dir, s.accelerator.is_main_process)
-        return _run(s, on_step, warned)
+    try:
+        with capture_warnings() as warned:
+            warned.attach(s.run_dir, s.accelerator.is_main_process)
+            return _run(s, on_step, warned)
+    finally:
+        s.release()
 
 
 def _run(s: Session, on_step: StepCallback | None, warned: WarningLog) -> TrainResult:

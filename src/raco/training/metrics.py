@@ -238,7 +238,7 @@ class WarningLog:
                 self.handle.write(f"[{n} times in all] {key[0]}: {self.first[key]}{where}\n")
             self.handle.close()
             self.handle = None
-        if self.main and self.hidden and self.path is not None:
+        if self.main and self.hidden and self.path is not None and self.path.exists():
             print(
                 f"raco train: {self.hidden} other warning(s) (library and numerical notices) are in "
                 f"{self.path}",

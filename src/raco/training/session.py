@@ -32,7 +32,7 @@ from raco.models.reference import (
     resolve_reference_kind,
     weights_fingerprint,
 )
-from raco.training.checkpoint import remove_stale_temporaries
+from raco.training.checkpoint import lock_run_dir, remove_stale_temporaries
 from raco.training.inputs import PreparedData, StepPlan, eval_batches, make_plan, prepare_data
 from raco.training.precision import DynamicLossScale, autocast, uses_mixed_float16
 
@@ -70,6 +70,12 @@ class Session:
     segment_started: float = 0.0  # time.time() when this segment's training began
     log: Any = None  # the MetricsLog while running (its record count goes into checkpoints)
     stop_requested: bool = False  # Ctrl-C on any process, agreed on by all at the step's all-reduce
+    lock: Any = None  # the run directory's lock (main process), held from setup to the end of run
+
+    def release(self) -> None:
+        """Let other processes use the run directory (at the end of ``run``)."""
+        _release(self.lock)
+        self.lock = None
 
     def autocast(self):
         """float16 autocast for mixed-precision runs, else a no-op context."""
@@ -104,22 +110,33 @@ def check_run_dir(cfg: RunConfig, resuming: bool) -> bool:
     return exists
 
 
-def prepare_run_dir(cfg: RunConfig, accelerator: Accelerator, resuming: bool) -> Path:
-    """Create the run directory (the last step of setup, so that a failed setup leaves none); when
-    resuming, remove the temporaries a killed run left in it."""
+def prepare_run_dir(cfg: RunConfig, accelerator: Accelerator, resuming: bool) -> Any:
+    """Create the run directory (the last step of setup, so that a failed setup leaves none) and lock
+    it for this run (a ``ConfigError`` if a run still going holds it); when resuming, remove the
+    temporaries a killed run left in it. Returns the lock (main process; None elsewhere)."""
     run_dir = Path(cfg.output_dir)
     exists = check_run_dir(cfg, resuming)
     accelerator.wait_for_everyone()
+    lock = None
     if accelerator.is_main_process:
+        if exists:
+            lock = lock_run_dir(run_dir)  # never clean or replace the directory of a live run
         if exists and not resuming:
             shutil.rmtree(run_dir)
+            lock = _release(lock)
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock or lock_run_dir(run_dir)
         if resuming:
             remove_stale_temporaries(run_dir)
         else:
             save_config(cfg, run_dir / CONFIG_FILE)
     accelerator.wait_for_everyone()
-    return run_dir
+    return lock
+
+
+def _release(lock: Any) -> None:
+    if lock is not None:
+        lock.close()
 
 
 def reference_kind(cfg: RunConfig, specs: list[ObjectiveSpec]) -> str:
@@ -250,13 +267,14 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
         session.eval_reference = lambda batch: reference_logps(ref_model, batch)
     elif kind == "adapter":
         session.eval_reference = lambda batch: reference_logps(None, batch, policy=model)
-    prepare_run_dir(cfg, accelerator, resuming)
+    session.lock = prepare_run_dir(cfg, accelerator, resuming)
     try:
         if accelerator.is_main_process and cfg.log.log_with:
             accelerator.init_trackers(cfg.log.project, config=_flat(to_dict(cfg)))
     except BaseException:
         if accelerator.is_main_process and not resuming:
             shutil.rmtree(session.run_dir, ignore_errors=True)  # this invocation made it: leave none
+        session.release()
         raise
     return session
 
