@@ -51,16 +51,16 @@ def check_gram(gram: object) -> np.ndarray:
             f"eigenvalue {lowest:.3g}; a Gram matrix of gradients cannot have one"
         )
     if lowest < 0.0 or 0.0 in norms:  # rounding noise, or zero gradients: project C onto the PSD cone
-        evals, evecs = np.linalg.eigh(np.array(corr))
+        evals, evecs = np.linalg.eigh(np.asarray(corr))
         c, n = (evecs * np.clip(evals, 0.0, None)) @ evecs.T, np.array(norms)
         h = (0.5 * (c + c.T) * n[:, None]) * n[None, :]
     return h
 
 
-def _correlation(h: np.ndarray, scale: float) -> tuple[list[list[float]], list[float]]:
-    """(C, norms) in plain floats (faster than numpy at this size): norms_i = ‖g_i‖ = sqrt(H_ii) and
-    C_ij = H_ij / (norms_i·norms_j), scaled one side at a time (no overflow), with the rows and columns
-    of zero gradients (H_ii = 0) set to 0."""
+def _correlation(h: np.ndarray, scale: float) -> tuple[list[list[float]] | np.ndarray, list[float]]:
+    """(C, norms): norms_i = ‖g_i‖ = sqrt(H_ii) and C_ij = H_ij / (norms_i·norms_j), scaled one side at
+    a time (no overflow), with the rows and columns of zero gradients (H_ii = 0) set to 0. C is plain
+    floats for k ≤ 3 (faster than numpy at that size), an array beyond."""
     rows = h.tolist()
     diag = [row[i] for i, row in enumerate(rows)]
     if min(diag) < -PSD_RTOL * scale:
@@ -70,12 +70,14 @@ def _correlation(h: np.ndarray, scale: float) -> tuple[list[list[float]], list[f
         if norm == 0.0 and max(map(abs, row)) > PSD_RTOL * scale:
             raise ValueError("gram is not positive semi-definite: a zero gradient (H_ii = 0) has H_ij ≠ 0")
     inv = [1.0 / x if x > 0.0 else 0.0 for x in norms]  # division guard: zero gradients
-    return [
-        [(x * u) * v for x, v in zip(row, inv, strict=True)] for row, u in zip(rows, inv, strict=True)
-    ], norms
+    if len(inv) > 3:
+        vector = np.array(inv)
+        return (h * vector) * vector[:, None], norms
+    corr = [[(x * u) * v for x, v in zip(row, inv, strict=True)] for row, u in zip(rows, inv, strict=True)]
+    return corr, norms
 
 
-def _lowest_eigenvalue(m: list[list[float]]) -> float:
+def _lowest_eigenvalue(m: list[list[float]] | np.ndarray) -> float:
     """Smallest eigenvalue of a symmetric matrix (closed forms for k ≤ 3: the common cases)."""
     k = len(m)
     if k == 1:
@@ -85,7 +87,7 @@ def _lowest_eigenvalue(m: list[list[float]]) -> float:
         return 0.5 * (a + c) - math.hypot(0.5 * (a - c), b)
     if k == 3:
         return _lowest_eigenvalue_3(m)
-    return float(np.linalg.eigvalsh(np.array(m))[0])
+    return float(np.linalg.eigvalsh(np.asarray(m))[0])
 
 
 def _lowest_eigenvalue_3(m: list[list[float]]) -> float:

@@ -80,8 +80,11 @@ class _Assessment(NamedTuple):
 def spread(p: np.ndarray, h: np.ndarray) -> float:
     """σ(p) = Σ_i |p_i|·sqrt(H_ii) = Σ_i |p_i|·‖g_i‖ ≥ ‖Gp‖ (triangle inequality): the scale of the
     rounding in pᵀHp, since |H_ij| ≤ ‖g_i‖‖g_j‖ bounds every term p_i p_j H_ij."""
-    diag = np.diagonal(h).tolist()
-    return sum(abs(x) * math.sqrt(max(d, 0.0)) for x, d in zip(p.tolist(), diag, strict=True))
+    return _spread(p.tolist(), np.diagonal(h).tolist())
+
+
+def _spread(pl: list[float], diag: list[float]) -> float:
+    return sum(abs(x) * math.sqrt(max(d, 0.0)) for x, d in zip(pl, diag, strict=True))
 
 
 def is_zero_norm(norm2: float, sigma: float) -> bool:
@@ -122,7 +125,7 @@ def _assess(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float) -> _Assessmen
     hp = [sum(hij * pj for hij, pj in zip(row, pl, strict=True)) for row in hl]
     norm2 = max(sum(x * y for x, y in zip(pl, hp, strict=True)), 0.0)
     linear = sum(x * y for x, y in zip(pl, bl, strict=True))
-    if is_zero_norm(norm2, spread(p, h)):
+    if is_zero_norm(norm2, _spread(pl, [row[i] for i, row in enumerate(hl)])):
         return _kink_assessment(p, b, h, s, norm2)
     scale = s / math.sqrt(norm2)
     grad = [bi + scale * x for bi, x in zip(bl, hp, strict=True)]
@@ -201,9 +204,10 @@ def solve(b: np.ndarray, h: np.ndarray, s: float) -> SimplexSolution:
         p = _solve_three(b, h, s)
     else:
         p = _active_set(b, h, s, tol)
-    if k >= 3 and (p is None or not _certified(_assess(p, b, h, s), tol)):
+    result = None if p is None else _assess(p, b, h, s)
+    if k >= 3 and (result is None or not _certified(result, tol)):
         p = _best_of(p, _enumerate(b, h, s, allow_fail=p is not None), b, h, s)
-    result = _assess(p, b, h, s)
+        result = _assess(p, b, h, s)
     if not _certified(result, tol):
         warnings.warn(
             f"CAGrad/MGDA dual certified only to gap {result.gap:.3g} (required {tol + result.slack:.3g}): "
