@@ -179,8 +179,8 @@ def test_existing_run_dir_is_never_overwritten_silently(tiny_config, tmp_path):
     tree = tiny_config()
     Path(tree["output_dir"]).mkdir()
     (Path(tree["output_dir"]) / "precious.txt").write_text("keep")
-    with pytest.raises(ConfigError, match=r"already exists.*--resume"):
-        train(tree)
+    with pytest.raises(ConfigError, match=r"already exists and is not empty; choose another output_dir"):
+        train(tree)  # not a raco run (no config.yaml): --resume is not offered
     assert (Path(tree["output_dir"]) / "precious.txt").read_text() == "keep"
 
 

@@ -212,6 +212,8 @@ def _objective_lines(summary: dict[str, Any]) -> list[str]:
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     if "eval/weighted_accuracy" in metrics:
         lines += ["", f"Weighted held-out accuracy Σ wᵢ·accᵢ: {_number(metrics['eval/weighted_accuracy'])}."]
+    if "eval/mean_accuracy" in metrics:  # a method the weights do not steer (mgda)
+        lines += ["", f"Mean held-out accuracy (unweighted): {_number(metrics['eval/mean_accuracy'])}."]
     return lines
 
 

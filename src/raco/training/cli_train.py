@@ -94,7 +94,11 @@ def overrides_from(namespace: argparse.Namespace, rest: list[str]) -> dict[str, 
             raise ConfigError(f"unexpected argument {rest[position]!r} (options look like --train.lr 1e-5)")
         key, value, position = _split_flag(rest, position)
         if value is None:
-            raise ConfigError(f"--{key}: a value is required")
+            from raco.config import FOREIGN_NAMES
+
+            if key not in FOREIGN_NAMES:  # TRL/transformers booleans are bare flags (--bf16)
+                raise ConfigError(f"--{key}: a value is required")
+            value = "true"
         overrides[key] = value
     return overrides
 

@@ -25,10 +25,12 @@ def evaluate(
     model: nn.Module,
     batches: Iterable[Batch],
     objectives: Sequence[ObjectiveSpec],
-    weights: Sequence[float],
+    weights: Sequence[float] | None,
     reference_fn: Callable[[Batch], Tensor] | None,
 ) -> dict[str, float]:
-    """``eval/<objective>/loss``, ``eval/<objective>/rewards/accuracies`` and ``eval/weighted_accuracy``."""
+    """``eval/<objective>/loss``, ``eval/<objective>/rewards/accuracies`` and ``eval/weighted_accuracy``
+    (Σ w_i acc_i), or ``eval/mean_accuracy`` (the plain mean) when ``weights`` is None — for a method
+    the weights do not steer (mgda), whose score should not look weighted."""
     k = len(objectives)
     loss_sum, correct, counted = torch.zeros(k, dtype=torch.float64), torch.zeros(k), torch.zeros(k)
     was_training = model.training
@@ -51,11 +53,12 @@ def evaluate(
         model.train(was_training)
     metrics: dict[str, float] = {}
     weighted = 0.0
+    used = [1.0 / k] * k if weights is None else [float(w) for w in weights]
     for i, spec in enumerate(objectives):
         n = max(float(counted[i]), 1.0)
         accuracy = float(correct[i]) / n
         metrics[f"eval/{spec.name}/loss"] = float(loss_sum[i]) / n
         metrics[f"eval/{spec.name}/rewards/accuracies"] = accuracy
-        weighted += float(weights[i]) * accuracy
-    metrics["eval/weighted_accuracy"] = weighted
+        weighted += used[i] * accuracy
+    metrics["eval/mean_accuracy" if weights is None else "eval/weighted_accuracy"] = weighted
     return metrics

@@ -37,7 +37,7 @@ import torch
 import yaml
 
 from raco.atomic import give_umask_modes
-from raco.config import ConfigError, RunConfig, from_dict, load_config, save_config
+from raco.config import ConfigError, RunConfig, canonical_key, from_dict, load_config, save_config
 from raco.gradients import NonFiniteGradientError
 from raco.gradients.store import all_reduce_sum
 from raco.losses.pairwise import reward_means, summed_rewards
@@ -148,7 +148,8 @@ def resume(
     if not config_file.is_file():
         raise ConfigError(f"--resume: {run_dir} is not a raco run directory (no {CONFIG_FILE})")
     tree = yaml.safe_load(config_file.read_text())
-    for key in overrides or {}:
+    overrides = {canonical_key(key): value for key, value in (overrides or {}).items()}
+    for key in overrides:
         if key not in RESUME_OVERRIDABLE:
             raise ConfigError(
                 f"--{key}: cannot be changed when resuming (it would change the run's trajectory); "
@@ -418,7 +419,8 @@ def run_evaluation(s: Session) -> dict[str, float]:
         return {}
     batches = (s.to_device(b) for b in eval_batches(s.data.eval, s.collator, s.cfg.train.eval_batch_size))
     with s.autocast():
-        return evaluate(s.model, batches, s.specs, s.cfg.weights, s.eval_reference)
+        weights = None if s.cfg.method.name == "mgda" else s.cfg.weights  # mgda is not steered by w
+        return evaluate(s.model, batches, s.specs, weights, s.eval_reference)
 
 
 class _Interrupt:

@@ -107,7 +107,7 @@ class MetricsLog:
         for name in self.objectives:
             if f"loss/{name}" in metrics:
                 shown[f"{name}"] = f"{metrics[f'loss/{name}']:.3f}"
-        for key in ("eval/weighted_accuracy", "pareto_measure", "lr"):
+        for key in ("eval/weighted_accuracy", "eval/mean_accuracy", "pareto_measure", "lr"):
             if key in metrics:
                 shown[key.split("/")[-1]] = f"{metrics[key]:.3g}"
         self.bar.set_postfix(shown, refresh=False)
@@ -142,7 +142,7 @@ def summary_table(final: dict[str, float], objectives: tuple[str, ...]) -> str:
             if value is not None:
                 parts.append(f"{label} {value:.4f}")
         lines.append("  ".join(parts))
-    for key in ("eval/weighted_accuracy", "pareto_measure"):
+    for key in ("eval/weighted_accuracy", "eval/mean_accuracy", "pareto_measure"):
         if key in final:
             lines.append(f"{key:>16}  {final[key]:.4f}")
     return "\n".join(lines)

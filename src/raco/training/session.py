@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
@@ -98,15 +99,36 @@ def objective_specs(cfg: RunConfig) -> list[ObjectiveSpec]:
     return specs
 
 
+def _exists_message(run_dir: Path, cfg: RunConfig) -> str:
+    """Why an existing output_dir is refused; ``--resume`` is offered only when it holds this run."""
+    from raco.config import differences
+
+    other = (
+        "choose another output_dir (`--output_dir`, or overrides={'output_dir': ...}) or set overwrite: true"
+    )
+    saved = run_dir / CONFIG_FILE
+    try:
+        changed = differences(yaml.safe_load(saved.read_text()), cfg) if saved.is_file() else None
+    except (OSError, yaml.YAMLError, ConfigError, TypeError, ValueError):  # unreadable: "another run"
+        changed = ["(its config.yaml cannot be read)"]
+    if changed is None:
+        return f"output_dir: {run_dir} already exists and is not empty; {other}"
+    if changed:
+        return (
+            f"output_dir: {run_dir} holds another run ({'; '.join(changed[:4])}); {other}. "
+            f"`raco train --resume {run_dir}` would continue that run with its own config"
+        )
+    return (
+        f"output_dir: {run_dir} already exists; continue it with `raco train --resume {run_dir}`, or {other}"
+    )
+
+
 def check_run_dir(cfg: RunConfig, resuming: bool) -> bool:
     """Whether the run directory exists (non-empty); an error unless resuming or ``overwrite``."""
     run_dir = Path(cfg.output_dir)
     exists = run_dir.exists() and any(run_dir.iterdir())
     if exists and not resuming and not cfg.overwrite:
-        raise ConfigError(
-            f"output_dir: {run_dir} already exists; continue it with `raco train --resume {run_dir}`, "
-            "choose another output_dir, or set overwrite: true"
-        )
+        raise ConfigError(_exists_message(run_dir, cfg))
     return exists
 
 
