@@ -17,7 +17,7 @@ def test_bare_trl_boolean_flag_gets_the_raco_answer(tmp_path):
 
     _, overrides = parse_train_args(["--config", str(config), "--bf16"])
     assert overrides == {"bf16": "true"}
-    with pytest.raises(ConfigError, match="model.dtype"):
+    with pytest.raises(ConfigError, match=r"model\.dtype"):
         load_config(config, overrides)
     with pytest.raises(ConfigError, match="a value is required"):
         parse_train_args(["--config", str(config), "--objectives.friendly.beta"])
