@@ -39,14 +39,28 @@ import yaml
 from raco.atomic import atomic_write
 from raco.config_tree import ConfigError, build, meta, opt, suggest
 from raco.config_tree import leaf_fields as _leaf_fields
+from raco.registry import (
+    DATASET_ADAPTERS,
+    DTYPE_NAMES,
+    GENERIC_ADAPTERS,
+    LOSS_NAMES,
+    METHOD_NAMES,
+    MethodPlan,
+    aggregator_options,
+    method_help,
+    or_list,
+)
+from raco.registry import method_plan as _plan_of
 
 logger = logging.getLogger("raco.config")
 
-METHODS = ("raco", "cagrad", "mgda", "weighted_sum", "amopo")
-LOSSES = ("dpo", "ipo", "hinge", "simpo", "amopo")
-DTYPES = ("float32", "bfloat16", "float16")
 SCHEDULES = ("cosine", "linear", "constant")
 REFERENCES = ("auto", "adapter", "copy", "cached", "none")
+
+
+def _scalarizable() -> list[str]:
+    """The methods whose gradients one backward of the weighted loss gives exactly."""
+    return [name for name in METHOD_NAMES if _plan_of(name).scalarizable]
 
 
 def _positive(v: float) -> str | None:
@@ -74,7 +88,7 @@ class ModelConfig:
         "float32",
         "float32 or bfloat16 weights, or float16 mixed precision (float32 weights, float16 autocast, "
         "dynamic loss scaling)",
-        choices=DTYPES,
+        choices=DTYPE_NAMES,
     )
     gguf_file: str | None = opt(None, "GGUF file name inside `model.name` (a folder or Hub repo)")
     trust_remote_code: bool = opt(False, "allow the model repository's own Python code")
@@ -116,8 +130,8 @@ class DataConfig:
     train: str = opt("", "training preference file (.jsonl/.json/.csv/.parquet/folder) or HF dataset name")
     adapter: str = opt(
         "auto",
-        "row schema: auto, pairwise, trl, or a built-in adapter (pku_saferlhf, raco_reddit, "
-        "ultrafeedback, helpsteer2, hh_rlhf)",
+        f"row schema: auto, {', '.join(GENERIC_ADAPTERS)}, or a built-in adapter "
+        f"({', '.join(DATASET_ADAPTERS)})",
     )
     split: str = opt("train", "dataset split of `train` (HF datasets and folders)")
     config_name: str | None = opt(None, "HF dataset configuration name")
@@ -166,7 +180,7 @@ class ObjectiveConfig:
         "user weight; the weights lie on the simplex (all unset = uniform)",
         check=lambda v: _non_negative(v) if v is not None else None,
     )
-    loss: str = opt("dpo", "per-objective preference loss", choices=LOSSES)
+    loss: str = opt("dpo", "per-objective preference loss", choices=LOSS_NAMES)
     beta: float = opt(0.1, "inverse temperature β of the loss", check=_positive)
     label_smoothing: float = opt(
         0.0,
@@ -182,9 +196,8 @@ class MethodConfig:
 
     name: str = opt(
         "raco",
-        "aggregation method: raco (clipped CAGrad), cagrad, mgda, weighted_sum "
-        "(DPO-LW), amopo (static AMoPO loss, weighted sum)",
-        choices=METHODS,
+        method_help(),
+        choices=METHOD_NAMES,
     )
     c: float = opt(0.4, "CAGrad/RACO conflict radius c in [0, 1)", check=_fraction)
     solve_per: str = opt(
@@ -204,7 +217,8 @@ class MethodConfig:
         "auto",
         "per-objective gradients: `auto` (fused; plain for k = 1 or a model fused cannot split), "
         "`fused` (one backward, exact), `plain` (k backward passes), "
-        "`scalarized` (one backward of the weighted loss; weighted_sum/amopo only, no Gram metrics)",
+        f"`scalarized` (one backward of the weighted loss; {'/'.join(_scalarizable())} only, "
+        "no Gram metrics)",
         choices=("auto", "fused", "plain", "scalarized"),
     )
 
@@ -273,6 +287,17 @@ class RunConfig:
         return [float(w) for w in given]
 
 
+def method_plan(cfg: RunConfig) -> MethodPlan:
+    """``method.name`` expanded: the aggregator, the loss that replaces every objective's own (if any),
+    and so whether the run needs a reference (:meth:`MethodPlan.needs_reference`)."""
+    return _plan_of(cfg.method.name)
+
+
+def method_options(cfg: RunConfig) -> dict[str, Any]:
+    """The options of the run's aggregator, read from ``method`` by the aggregator's declaration."""
+    return aggregator_options(method_plan(cfg).aggregator, dataclasses.asdict(cfg.method))
+
+
 class Foreign(NamedTuple):
     """An option name of TRL or transformers, and raco's counterpart (an entry of :data:`FOREIGN_NAMES`)."""
 
@@ -289,6 +314,7 @@ class Foreign(NamedTuple):
 _TA, _DPO, _MODEL, _SCRIPT = "TrainingArguments", "DPOConfig", "ModelConfig", "ScriptArguments"
 _PER_OBJECTIVE = "set per objective, as each objective has its own loss"
 
+_TRL_LOSS = {"dpo": "dpo (TRL's sigmoid)"}
 FOREIGN_NAMES: dict[str, Foreign] = {
     # transformers.TrainingArguments
     "learning_rate": Foreign("train.lr", True, source=_TA),
@@ -366,7 +392,7 @@ FOREIGN_NAMES: dict[str, Foreign] = {
     "loss_type": Foreign(
         "objectives.NAME.loss",
         False,
-        f"the loss is {_PER_OBJECTIVE}: dpo (TRL's sigmoid), ipo, hinge, simpo or amopo",
+        f"the loss is {_PER_OBJECTIVE}: {or_list([_TRL_LOSS.get(n, n) for n in LOSS_NAMES])}",
         _DPO,
     ),
     "label_smoothing": Foreign("objectives.NAME.label_smoothing", False, _PER_OBJECTIVE, _DPO),
@@ -538,12 +564,14 @@ def environment_overrides() -> dict[str, str]:
 def config_notes(cfg: RunConfig) -> list[str]:
     """What a valid configuration does that its user may not expect (logged once by :func:`validate`)."""
     notes = []
-    if cfg.method.name == "mgda" and any(o.weight is not None for o in cfg.objectives):
+    if not method_plan(cfg).uses_weights and any(o.weight is not None for o in cfg.objectives):
         weights = ", ".join(f"{o.name} {o.weight:g}" for o in cfg.objectives)
         notes.append(
-            f"method.name: mgda ignores the objective weights ({weights}): its direction is the min-norm "
-            "point of the gradients' convex hull; the weights only weigh eval/weighted_accuracy, a score "
-            "they did not steer (use raco, cagrad, weighted_sum or amopo for weighted training)"
+            f"method.name: {cfg.method.name} ignores the objective weights ({weights}): its direction "
+            "is the min-norm point of the gradients' convex hull; the weights only weigh "
+            "eval/weighted_accuracy, a score "
+            "they did not steer (use "
+            f"{or_list([m for m in METHOD_NAMES if _plan_of(m).uses_weights])} for weighted training)"
         )
     return notes
 
@@ -569,8 +597,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"train.max_steps: {cfg.train.max_steps} must be > 0 (none = run train.epochs)")
     if cfg.model.reference == "adapter" and not cfg.lora.enabled:
         raise ConfigError("model.reference: `adapter` needs lora.enabled: true; use `copy` or `cached`")
-    if cfg.method.path == "scalarized" and cfg.method.name not in ("weighted_sum", "amopo"):
-        raise ConfigError("method.path: `scalarized` is exact only for weighted_sum and amopo")
+    if cfg.method.path == "scalarized" and not method_plan(cfg).scalarizable:
+        raise ConfigError(f"method.path: `scalarized` is exact only for {or_list(_scalarizable())}")
     if cfg.lora.load_in_4bit and not cfg.lora.enabled:
         raise ConfigError("lora.load_in_4bit: QLoRA needs lora.enabled: true")
     if not cfg.data.train and not cfg.data.separate:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raco.aggregators import AGGREGATORS, cagrad, mgda, raco, weighted_sum
+from raco.registry import aggregator_options
 
 from .conftest import random_problem
 
@@ -43,7 +44,7 @@ def test_permutation_equivariance(seed: int, k: int, c: float) -> None:
     perm = torch.as_tensor(rng.permutation(k))
     permuted_gram = gram[perm][:, perm]
     for name in AGGREGATORS:
-        options = {"c": c} if name in ("cagrad", "raco") else {}
+        options = aggregator_options(name, {"c": c})
         a = AGGREGATORS[name](gram, w, **options).coefficients
         b = AGGREGATORS[name](permuted_gram, w[perm], **options).coefficients
         torch.testing.assert_close(b, a[perm], atol=1e-7, rtol=1e-6, msg=name)

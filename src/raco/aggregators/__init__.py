@@ -11,7 +11,9 @@ from raco.aggregators.mgda import mgda, min_norm
 from raco.aggregators.raco import raco
 from raco.aggregators.weighted_sum import weighted_sum
 
-AGGREGATORS = {"weighted_sum": weighted_sum, "mgda": mgda, "cagrad": cagrad, "raco": raco}
+AGGREGATORS = {"raco": raco, "cagrad": cagrad, "mgda": mgda, "weighted_sum": weighted_sum}
+"""Name -> function; the names, options and properties are declared torch-free in
+:data:`raco.registry.AGGREGATORS` (tests/test_registries.py keeps the two equal)."""
 
 __all__ = [
     "AGGREGATORS",

@@ -18,9 +18,8 @@ class DataSpec:
 
     Attributes:
         path_or_name: local file/folder (JSONL, JSON, Parquet, CSV) or Hugging Face dataset name.
-        adapter: ``"auto"`` (detect from the columns), ``"pairwise"``, ``"trl"``, or a built-in
-            adapter: ``"pku_saferlhf"``, ``"raco_reddit"``, ``"ultrafeedback"``, ``"helpsteer2"``,
-            ``"hh_rlhf"``.
+        adapter: ``"auto"`` (detect from the columns) or a name in :data:`raco.registry.ADAPTER_NAMES`
+            (the generic ``"pairwise"`` and ``"trl"`` layouts, then the built-in datasets).
         split, config_name, data_dir, revision: passed to ``datasets.load_dataset``.
         columns: column mapping, canonical role -> column of the source (roles: ``prompt``,
             ``response_1``, ``response_2``, ``chosen``, ``rejected``).

@@ -136,16 +136,33 @@ class StepReport:
 
 
 def resolve_aggregator(method: str | Aggregator) -> Aggregator:
-    """``raco.aggregators.AGGREGATORS[method]`` or a callable ``f(gram, weights, **options)``."""
+    """``raco.aggregators.AGGREGATORS[method]`` or a callable ``f(gram, weights, **options)``.
+
+    The engine knows aggregators, not methods: a method such as ``amopo`` is expanded into its
+    aggregator by :func:`raco.config.method_plan`."""
     if callable(method):
         return method
     from raco.aggregators import AGGREGATORS
 
-    if method == "amopo":  # AMoPO = weighted sum of per-objective amopo losses (losses/pairwise.py)
-        method = "weighted_sum"
     if method not in AGGREGATORS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(AGGREGATORS)}")
+        raise ValueError(f"unknown aggregator {method!r}; choose one of {sorted(AGGREGATORS)}")
     return AGGREGATORS[method]
+
+
+def _check_method(method: str | Aggregator, options: Mapping[str, Any], path: str) -> None:
+    """Validate a named aggregator, its options and ``path`` once, against its declaration in
+    :mod:`raco.registry` (a callable is taken as is, and is never scalarized)."""
+    from raco.registry import AGGREGATORS as DECLARED
+    from raco.registry import check_aggregator_options
+
+    if callable(method):
+        if path == "scalarized":
+            raise ValueError("path='scalarized' is exact only for weighted-sum aggregation (a = w)")
+        return
+    resolve_aggregator(method)
+    check_aggregator_options(method, options)
+    if path == "scalarized" and not DECLARED[method].scalarizable:
+        raise ValueError("path='scalarized' is exact only for weighted-sum aggregation (a = w)")
 
 
 def pareto_measure(gram: Tensor) -> float:
@@ -173,8 +190,9 @@ class GradientEngine:
         model: the policy (HF causal LM, possibly peft-wrapped); its ``requires_grad`` params are trained.
         objectives: one ``ObjectiveSpec`` per objective (loss type, β, ...), k = len(objectives).
         weights: user weights w ∈ simplex, ``[k]``.
-        method: name in ``raco.aggregators.AGGREGATORS`` or ``f(gram, weights, **options) -> Aggregation``.
-        method_options: e.g. ``{"c": 0.4}`` for cagrad / raco.
+        method: aggregator name in ``raco.aggregators.AGGREGATORS`` (never a method such as ``amopo``:
+            see :func:`raco.config.method_plan`) or ``f(gram, weights, **options) -> Aggregation``.
+        method_options: the options the aggregator declares in :mod:`raco.registry`, e.g. ``{"c": 0.4}``.
         path: "auto" (fused, or plain when k = 1), "fused", "plain" or "scalarized" (weighted_sum only).
         solve_per: "step" or "microbatch".
         reference: frozen reference model, callable ``batch -> logps [2B]``, or None (peft: adapters off).
@@ -208,8 +226,7 @@ class GradientEngine:
             raise ValueError(f"path must be one of {PATHS} and solve_per 'step' or 'microbatch'")
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-        if path == "scalarized" and method not in ("weighted_sum", "amopo"):
-            raise ValueError("path='scalarized' is exact only for weighted-sum aggregation (a = w)")
+        _check_method(method, method_options or {}, path)
         self.model, self.reference = model, reference
         self.method, self.method_options = method, dict(method_options or {})
         # auto: fused for k ≥ 2; for k = 1 the plain path is already a single backward, without hooks

@@ -20,7 +20,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
-from raco.config import ConfigError, RunConfig, save_config, to_dict
+from raco.config import ConfigError, RunConfig, method_options, method_plan, save_config, to_dict
 from raco.data.collate import PairCollator
 from raco.gradients import GradientEngine
 from raco.losses import ObjectiveSpec, reference_logps
@@ -91,10 +91,12 @@ class Session:
 
 
 def objective_specs(cfg: RunConfig) -> list[ObjectiveSpec]:
-    """Engine objective specs; the ``amopo`` method uses AMoPO's loss for every objective."""
+    """Engine objective specs, with the losses of the run's method plan (``amopo``: AMoPO's loss for
+    every objective)."""
+    plan = method_plan(cfg)
     specs = []
     for o in cfg.objectives:
-        loss = "amopo" if cfg.method.name == "amopo" else o.loss
+        loss = plan.objective_loss(o.loss)
         specs.append(ObjectiveSpec(o.name, loss, o.beta, label_smoothing=o.label_smoothing, gamma=o.gamma))
     return specs
 
@@ -250,14 +252,12 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
     model.to(accelerator.device)
     if ref_model is not None:
         ref_model.to(accelerator.device)
-    aggregator = "weighted_sum" if cfg.method.name == "amopo" else cfg.method.name
-    options = {"c": cfg.method.c} if aggregator in ("raco", "cagrad") else {}
     engine = GradientEngine(
         model,
         specs,
         cfg.weights,
-        method=aggregator,
-        method_options=options,
+        method=method_plan(cfg).aggregator,
+        method_options=method_options(cfg),
         path=cfg.method.path,
         solve_per=cfg.method.solve_per,
         reference=ref_model,

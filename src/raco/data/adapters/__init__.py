@@ -27,6 +27,8 @@ ADAPTERS: dict[str, Adapter] = {
     "helpsteer2": load_helpsteer2,
     "hh_rlhf": load_hh_rlhf,
 }
+"""Name -> adapter; the names are listed in :data:`raco.registry.ADAPTER_NAMES` for the help texts
+(kept equal, in order, by tests/test_registries.py)."""
 
 ADAPTER_OPTIONS: dict[str, tuple[str, ...]] = {
     "pku_saferlhf": tuple(pku_saferlhf.OPTIONS),
