@@ -309,6 +309,20 @@ def test_card_metadata_names_hub_bases_and_datasets():
     assert "de-quantised" in card.text and "| helpful | 0.5 | dpo | 0.1 | 0.75 | – |" in card.text
     adapter_card = model_card(summary, "adapter", base)
     assert "AutoPeftModelForCausalLM" in adapter_card.text and "smollm2_model_dir()" in adapter_card.text
+    amopo = model_card(
+        {
+            **summary,
+            "method": "amopo",
+            "config": {**summary["config"], "method": {**summary["config"]["method"], "name": "amopo"}},
+        },
+        "merged",
+        base,
+    )
+    assert (
+        "| helpful | 0.5 | amopo |" in amopo.text
+        and "amopo" in amopo.data.tags
+        and "dpo" not in amopo.data.tags
+    )
 
 
 @pytest.mark.slow

@@ -16,11 +16,12 @@ from huggingface_hub import ModelCard, ModelCardData
 
 import raco
 from raco.models.portable import portable_base_name
+from raco.registry import method_plan
 
 ADAPTER, FULL, MERGED = "adapter", "full", "merged"
 KINDS = (ADAPTER, FULL, MERGED)
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".arrow", ".txt", ".tsv")
-METHOD_NAMES = {
+METHOD_TITLES = {  # what the card says of each method (registry.METHODS holds the plans)
     "raco": "RACO (CAGrad with conflict-correction coefficients clipped by the weights)",
     "cagrad": "CAGrad (weighted anchor)",
     "mgda": "MGDA (min-norm point of the per-objective gradients)",
@@ -175,7 +176,7 @@ def _method_lines(summary: dict[str, Any]) -> list[str]:
     cfg = summary["config"]
     method, train, lora, model = cfg["method"], cfg["train"], cfg["lora"], cfg["model"]
     name = method["name"]
-    lines = [f"- Method: `{name}` — {METHOD_NAMES.get(name, name)}"]
+    lines = [f"- Method: `{name}` — {METHOD_TITLES.get(name, name)}"]
     options = []
     if name in ("raco", "cagrad"):
         options.append(f"c = {method['c']}")
@@ -207,7 +208,7 @@ def _objective_lines(summary: dict[str, Any]) -> list[str]:
         name = o["name"]
         accuracy = metrics.get(f"eval/{name}/rewards/accuracies", "–")
         loss = metrics.get(f"eval/{name}/loss", "–")
-        loss_name = "amopo" if summary.get("method") == "amopo" else o["loss"]
+        loss_name = method_plan(summary.get("method", "raco")).loss or o["loss"]
         cells = [name, _number(weight), loss_name, o["beta"], _number(accuracy), _number(loss)]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     if "eval/weighted_accuracy" in metrics:
@@ -227,7 +228,8 @@ def model_card(summary: dict[str, Any], kind: str, base: dict[str, Any]) -> Mode
     cfg = summary["config"]
     pairs = zip(summary["objectives"], summary["weights"], strict=True)
     names = ", ".join(f"{o} ({_number(w)})" for o, w in pairs)
-    losses = {"amopo"} if cfg["method"]["name"] == "amopo" else {o["loss"] for o in cfg["objectives"]}
+    plan = method_plan(cfg["method"]["name"])
+    losses = {plan.loss} if plan.loss else {o["loss"] for o in cfg["objectives"]}
     tags = ["raco", "preference-alignment", "multi-objective", *sorted(losses)]
     tags += ["lora"] if cfg["lora"].get("enabled") else []
     data = ModelCardData(
