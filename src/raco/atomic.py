@@ -41,9 +41,10 @@ def dir_mode() -> int:
 
 
 def give_umask_modes(folder: Path) -> None:
-    """Give every file and folder under ``folder`` (just written by this process) the mode the umask
-    says: some writers ignore it (safetensors >= 0.7 writes ``0o600`` files)."""
+    """Give ``folder`` and every file and folder under it (just written by this process) the mode the
+    umask says: some writers ignore it (safetensors >= 0.7 writes ``0o600`` files; ``mkdtemp`` 0o700)."""
     files, dirs = file_mode(), dir_mode()
+    os.chmod(folder, dirs)
     for root, dirnames, filenames in os.walk(folder):
         for name in dirnames:
             os.chmod(os.path.join(root, name), dirs)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from raco.atomic import give_umask_modes
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -120,15 +121,6 @@ def _copy_files(source: Path, target: Path, skip: tuple[str, ...] = ()) -> None:
             shutil.copy2(path, target / path.name)
 
 
-def _plain_permissions(folder: Path) -> None:
-    """The modes a plain ``mkdir``/``open`` would give under the current umask (the temporary
-    folder is private, and some writers create their files private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def _generation_ready(folder: Path, tokenizer) -> None:
     """``use_cache`` on (training may have turned it off for checkpointing) and the tokenizer's
     end-of-sequence and padding tokens in the generation config where the model names none."""
@@ -208,7 +200,7 @@ def export(
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
     try:
         kind, base = _write(tmp, cfg, summary, run_dir / MODEL_DIR, lora, merge)
-        _plain_permissions(tmp)
+        give_umask_modes(tmp)  # mkdtemp is 0o700, safetensors files 0o600
         if output.exists():
             shutil.rmtree(output)
         tmp.rename(output)

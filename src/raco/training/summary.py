@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from raco.atomic import atomic_write
 from raco.config import to_dict
 from raco.models.card import ADAPTER, FULL, write_model_card
 from raco.models.portable import (
@@ -88,6 +89,7 @@ def save_final(session, final_metrics: dict[str, float], wall_seconds: float) ->
     session.accelerator.wait_for_everyone()
     if session.accelerator.is_main_process:
         save_model(session, run_dir / MODEL_DIR, summary)
-        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str))
+        text = json.dumps(summary, indent=1, default=str)
+        atomic_write(run_dir / SUMMARY_FILE, lambda tmp: tmp.write_text(text))  # never torn
     session.accelerator.wait_for_everyone()
     return summary
