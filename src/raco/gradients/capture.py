@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-ParamGrads = dict[int, Tensor]  # id(parameter) -> [k, *parameter.shape]
+from raco.gradients.store import ParamGrads
 
 
 class FusedPathUnsupported(RuntimeError):

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-ParamGrads = dict[int, Tensor]
+ParamGrads = dict[int, Tensor]  # id(parameter) -> [k, *parameter.shape] per-objective gradients
 
 
 def accumulate_into(store: ParamGrads, grads: ParamGrads) -> None:

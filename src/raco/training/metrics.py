@@ -57,9 +57,10 @@ def truncate_metrics(path: Path, last_step: int, records: int | None = None) -> 
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value``, or its string for a NaN/inf float (JSON has no NaN/inf)."""
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/inf
+        return str(value)
     return value
 
 
@@ -94,7 +95,7 @@ class MetricsLog:
         """Record ``metrics`` of ``step`` in the file and the trackers."""
         if not self.main:
             return
-        record = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        record = {"step": step, **{k: json_safe(v) for k, v in metrics.items()}}
         self.handle.write(json.dumps(record) + "\n")
         self.handle.flush()
         self.records += 1

@@ -9,7 +9,6 @@ records how that base is rebuilt, and ``README.md`` is a model card (:mod:`raco.
 from __future__ import annotations
 
 import json
-import math
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -24,6 +23,7 @@ from raco.models.portable import (
     make_adapter_config_portable,
     write_base_record,
 )
+from raco.training.metrics import json_safe
 
 MODEL_DIR = "model"
 SUMMARY_FILE = "summary.json"
@@ -56,10 +56,6 @@ def save_model(session, folder: Path, summary: dict[str, Any] | None = None) -> 
         write_model_card(folder, summary, ADAPTER if session.cfg.lora.enabled else FULL, base)
 
 
-def _finite(value: Any) -> Any:
-    return value if not isinstance(value, float) or math.isfinite(value) else str(value)
-
-
 def save_final(session, final_metrics: dict[str, float], wall_seconds: float) -> dict[str, Any]:
     """Write the model and ``summary.json`` (main process); returns the summary."""
     run_dir = session.run_dir
@@ -82,7 +78,7 @@ def save_final(session, final_metrics: dict[str, float], wall_seconds: float) ->
             "local_path": local_base_path(session.cfg.model),  # this machine's copy: not portable
         },
         "data": session.data.stats,
-        "final_metrics": {k: _finite(v) for k, v in final_metrics.items()},
+        "final_metrics": {k: json_safe(v) for k, v in final_metrics.items()},
         "versions": versions(),
         "config": to_dict(session.cfg),
     }
