@@ -32,6 +32,7 @@ from torch import nn
 
 from raco.gradients import GradientEngine
 from raco.losses import ObjectiveSpec
+from raco.models.reference import AdapterReference, FrozenReference
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 DEVICE = torch.device("cpu")
@@ -112,7 +113,7 @@ def engine_step(model: nn.Module, reference: nn.Module | None, k: int, path: str
         method=method,
         method_options=options,
         path=path,
-        reference=reference,
+        reference=FrozenReference(reference) if reference is not None else AdapterReference(model),
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 

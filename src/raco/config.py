@@ -681,7 +681,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         _read_foreign_names(tree, f" in {path}")
-        _resolve_data_paths(tree, Path(path).parent)
+        resolve_data_paths(tree, Path(path).parent)
     listed = _objective_names(tree)
     overrides = dict(overrides or {})
     given: dict[str, str] = {}
@@ -706,7 +706,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise ConfigError(f"{unlisted}; with it: {err}") from None
 
 
-def _resolve_data_paths(tree: dict, base: Path) -> None:
+def resolve_data_paths(tree: dict, base: Path) -> None:
     """Data paths in a YAML file are taken from the current directory, or else, when they exist only
     there, from the YAML file's own folder (so `raco train --config path/to/x.yaml` works anywhere).
     Hugging Face dataset names exist in neither place and are left alone."""

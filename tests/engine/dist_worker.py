@@ -15,6 +15,7 @@ from engine_fixtures import make_batch, split_batch, tiny_model
 
 from raco.gradients import GradientEngine
 from raco.losses import ObjectiveSpec
+from raco.models.reference import FrozenReference
 
 GLOBAL_PAIRS, MICRO_PAIRS, STEPS = 8, 2, 2
 
@@ -34,7 +35,7 @@ def main(out: Path, path: str, normalize: str) -> None:
         method="raco",
         method_options={"c": 0.4},
         path=path,
-        reference=reference,
+        reference=FrozenReference(reference),
         verify_fused=False,
         normalize=normalize,
     )

@@ -88,17 +88,38 @@ def test_scalarized_path_equals_weighted_sum_of_fused():
 
 
 def test_peft_reference_is_the_base_model():
-    model = lora_model("llama")
-    batch = make_batch(2, 1, seed=0, ties=False)
-    engine = GradientEngine(model, OBJECTIVES[:1], [1.0], method="weighted_sum")
-    metrics = engine.accumulate(batch, counts=engine.step_counts([batch]))
-    engine.finish_step()
-    from raco.losses import reference_logps, response_logps
+    """AdapterReference gives the base model's log-probs (the model's own forward with adapters off,
+    summed by the written-out formula), and the engine's losses use them."""
+    from raco.losses import sequence_logps
+    from raco.models.reference import AdapterReference
 
+    model = lora_model("llama")
+    with torch.no_grad():  # non-zero adapters, so that policy and base differ
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    batch = make_batch(2, 1, seed=0, ties=False)
     with torch.no_grad(), model.disable_adapter():
-        base = response_logps(model, batch)[0]
-    torch.testing.assert_close(reference_logps(None, batch, policy=model), base)
-    assert "rewards/margins" in metrics
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    base = sequence_logps(logits, batch["input_ids"], batch["response_mask"])[0]
+    reference = AdapterReference(model)
+    torch.testing.assert_close(reference.logps(batch), base)
+    losses = {}
+    for name, kwargs in (("own", {}), ("given", {"ref_logps": base})):
+        engine = GradientEngine(
+            model, OBJECTIVES[:1], [1.0], method="weighted_sum", reference=reference, path="plain"
+        )
+        losses[name] = engine.accumulate(batch, counts=engine.step_counts([batch]), **kwargs)
+        engine.discard_step()
+    assert losses["own"] == losses["given"]
+    assert "rewards/margins" in losses["own"]
+
+
+def test_reference_based_loss_without_reference_is_an_error():
+    engine = GradientEngine(tiny_model("llama"), OBJECTIVES[:1], [1.0], method="weighted_sum")
+    batch = make_batch(2, 1, seed=0, ties=False)
+    with pytest.raises(ValueError, match="needs reference log-probs"):
+        engine.accumulate(batch, counts=engine.step_counts([batch]))
 
 
 def test_unsupported_model_falls_back_to_plain_under_auto():

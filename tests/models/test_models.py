@@ -68,8 +68,9 @@ def test_frozen_copy_is_independent():
     reference = frozen_copy(model)
     with torch.no_grad():
         model.model.norm.weight.add_(1.0)
-    assert not any(p.requires_grad for p in reference.parameters())
-    assert not torch.equal(reference.model.norm.weight, model.model.norm.weight)
+    assert reference.kind == "copy" and not reference.model.training
+    assert not any(p.requires_grad for p in reference.model.parameters())
+    assert not torch.equal(reference.model.model.norm.weight, model.model.norm.weight)
 
 
 def test_reference_cache_is_keyed_and_reused(tmp_path):
@@ -91,7 +92,7 @@ def test_reference_cache_is_keyed_and_reused(tmp_path):
     cached_reference({**key, "model": "other"}, compute, root=tmp_path)
     assert len(calls) == 2 and torch.equal(second.table, first.table)
     batch = {"row_index": torch.tensor([2, 0]), "input_ids": torch.zeros(4, 1)}
-    assert CachedReference(table)(batch).tolist() == [4.0, 0.0, 5.0, 1.0]  # [y¹ rows, then y² rows]
+    assert CachedReference(table).logps(batch).tolist() == [4.0, 0.0, 5.0, 1.0]  # [y¹ rows, then y² rows]
 
 
 def test_smollm2_loads_from_the_bundled_gguf():

@@ -272,7 +272,7 @@ def _from_yaml(path: str) -> tuple[dict[str, Any], tuple[str, ...] | None]:
     resolved as ``raco train`` resolves them (current directory, else the YAML file's folder)."""
     import yaml
 
-    from raco.config import _resolve_data_paths
+    from raco.config import resolve_data_paths
 
     file = Path(path)
     if not file.is_file():
@@ -289,7 +289,7 @@ def _from_yaml(path: str) -> tuple[dict[str, Any], tuple[str, ...] | None]:
         raise DataError(f"cannot be read as YAML: {_first_line(err)}", file=path) from None
     if not isinstance(tree, dict):
         raise DataError("the top level must be a mapping", file=path)
-    _resolve_data_paths(tree, file.parent)
+    resolve_data_paths(tree, file.parent)
     data = _as_mapping(tree.get("data"), "data", path)
     items = tree.get("objectives") or []
     if not isinstance(items, list):

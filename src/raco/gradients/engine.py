@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from raco.gradients import store as gstore
 from raco.gradients.capture import FusedCapture, FusedPathUnsupported
-from raco.losses.logps import Batch, Reference, _causal_lm, reference_logps, response_logps
+from raco.losses.logps import Batch, response_logps, unwrap_causal_lm
 from raco.losses.pairwise import (
     NORMALIZATIONS,
     ObjectiveSpec,
@@ -57,6 +57,7 @@ from raco.losses.pairwise import (
     objective_losses,
     objective_metrics,
 )
+from raco.models.reference import NO_REFERENCE, Reference
 
 PATHS = ("auto", "fused", "plain", "scalarized")
 RngState = tuple[Tensor, list[Tensor]]
@@ -195,7 +196,8 @@ class GradientEngine:
         method_options: the options the aggregator declares in :mod:`raco.registry`, e.g. ``{"c": 0.4}``.
         path: "auto" (fused, or plain when k = 1), "fused", "plain" or "scalarized" (weighted_sum only).
         solve_per: "step" or "microbatch".
-        reference: frozen reference model, callable ``batch -> logps [2B]``, or None (peft: adapters off).
+        reference: π_ref (:class:`raco.models.reference.Reference`); :data:`NO_REFERENCE` when every
+            loss is reference-free or ``accumulate`` is always given ``ref_logps``.
         normalize: loss denominators, "batch" (B pairs; the paper's meaning of the weights) or "labeled"
             (N_i pairs with a non-zero sign for objective i); see losses/pairwise.py.
         verify_fused: compare the first fused micro-batch with the plain path (see module docstring).
@@ -211,7 +213,7 @@ class GradientEngine:
         method_options: Mapping[str, Any] | None = None,
         path: str = "auto",
         solve_per: str = "step",
-        reference: Reference = None,
+        reference: Reference = NO_REFERENCE,
         normalize: str = "batch",
         verify_fused: bool = True,
     ) -> None:
@@ -235,7 +237,7 @@ class GradientEngine:
         self.solve_per, self.normalize = solve_per, normalize
         self._verify = verify_fused and self.path == "fused"
         self.params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
-        causal_lm = _causal_lm(model)
+        causal_lm = unwrap_causal_lm(model)
         self._capture = FusedCapture(
             causal_lm, causal_lm.get_output_embeddings(), causal_lm.get_input_embeddings()
         )
@@ -269,8 +271,8 @@ class GradientEngine:
     ) -> dict[str, float]:
         """Forward + backward(s) of one micro-batch; adds its per-objective gradients to the step.
 
-        ``counts``: global denominators from ``step_counts``; ``ref_logps [2B]``: cached reference log-probs
-        (computed here under no_grad from ``reference`` when None and a loss needs them).
+        ``counts``: global denominators from ``step_counts``; ``ref_logps [2B]``: reference log-probs
+        (when None and a loss needs them: ``reference.logps(batch)``).
         ``loss_scale``: factor S seeding the backward passes (float16 mixed precision, see
         training/precision.py); the stored gradients are divided by S at once, so everything the
         engine reports and writes is unscaled."""
@@ -279,7 +281,11 @@ class GradientEngine:
                 p.grad = None
             self._started = True
         if ref_logps is None and self.needs_reference:
-            ref_logps = reference_logps(self.reference, batch, policy=self.model)
+            ref_logps = self.reference.logps(batch)
+            if ref_logps is None:
+                raise ValueError(
+                    "a loss needs reference log-probs: give the engine a reference or accumulate ref_logps"
+                )
         signs, counts = batch["signs"], torch.as_tensor(counts)
         self._scale = float(loss_scale)
         if self.path == "fused":

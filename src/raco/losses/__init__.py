@@ -1,6 +1,6 @@
 """Per-objective preference losses (dpo, ipo, hinge, simpo, amopo) and sequence log-prob extraction."""
 
-from raco.losses.logps import reference_logps, response_logps, sequence_logps
+from raco.losses.logps import response_logps, sequence_logps
 from raco.losses.pairwise import (
     LOSSES,
     NORMALIZATIONS,
@@ -34,7 +34,6 @@ __all__ = [
     "loss_denominators",
     "objective_losses",
     "objective_metrics",
-    "reference_logps",
     "response_logps",
     "sequence_logps",
     "simpo_loss",

@@ -1,4 +1,4 @@
-"""Per-row sequence log-probabilities of responses, for the policy and the reference.
+"""Per-row sequence log-probabilities of responses (the policy's; π_ref's through raco.models.reference).
 
 For row r with tokens t_0..t_{T-1} and response mask m (True exactly at response tokens; m_0 = False),
 
@@ -10,7 +10,6 @@ Gathering is done in float32 whatever the model dtype (as TRL and torchtune do).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Mapping
@@ -41,7 +40,7 @@ def sequence_logps(logits: Tensor, input_ids: Tensor, response_mask: Tensor) -> 
     return logps, mask.sum(dim=1).float()
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
+def unwrap_causal_lm(model: nn.Module) -> nn.Module:
     """The Hugging Face ``*ForCausalLM`` inside a peft/DDP wrapper (LoRA layers are injected in place)."""
     inner = getattr(model, "module", model)  # DistributedDataParallel
     if hasattr(inner, "get_base_model"):  # peft.PeftModel
@@ -96,7 +95,7 @@ def response_logps(
     receives the ``[N]`` row index of those positions before the forward (the fused gradient path maps
     the LM head's inputs to rows with it).
     """
-    causal_lm = _causal_lm(model)
+    causal_lm = unwrap_causal_lm(model)
     keep = logit_positions(batch["response_mask"])
     rows, cols = keep.nonzero(as_tuple=True)
     if on_head_rows is not None:
@@ -109,30 +108,3 @@ def response_logps(
         0, rows, token_logps
     )
     return logps, keep.sum(dim=1).float()
-
-
-def _adapter_disabled(model: nn.Module) -> contextlib.AbstractContextManager:
-    inner = getattr(model, "module", model)
-    if hasattr(inner, "disable_adapter"):
-        return inner.disable_adapter()
-    raise ValueError("no reference given and the model has no peft adapter to disable")
-
-
-Reference = nn.Module | Callable[[Batch], Tensor] | None
-
-
-def reference_logps(reference: Reference, batch: Batch, policy: nn.Module | None = None) -> Tensor:
-    """Reference sequence log-probs ``[R]`` under ``torch.no_grad``.
-
-    ``reference`` is a frozen model, a callable ``batch -> logps``, or None: then ``policy`` must be a
-    peft model and its base model (adapters disabled) is the reference, as in TRL.
-    """
-    with torch.no_grad():
-        if reference is None:
-            if policy is None:
-                raise ValueError("reference_logps needs a reference model or a peft policy")
-            with _adapter_disabled(policy):
-                return response_logps(policy, batch)[0]
-        if isinstance(reference, nn.Module):
-            return response_logps(reference, batch)[0]
-        return reference(batch).detach()

@@ -1,15 +1,15 @@
-"""The reference policy π_ref of the DPO-style losses.
+"""The reference policy π_ref of the DPO-style losses: one small type, :class:`Reference`.
 
-* ``adapter`` — with LoRA, the policy with its adapters disabled (no second copy of the weights).
-* ``copy`` — with full fine-tuning, a frozen copy of the initial policy.
-* ``cached`` — reference log-probs of every row computed once and kept on disk, keyed by the model
-  (name, revision, dtype, a fingerprint of the initial weights), the tokenised data and the
-  tokenisation, so a sweep over weights or methods computes them once.
-* ``none`` — reference-free losses only (AMoPO, SimPO).
+Every reference answers ``logps(batch) -> [R]`` (sequence log-probs of the batch's rows, under
+``torch.no_grad``), or None for :class:`NoReference`. The kinds a run configures (``model.reference``):
 
-The training session turns the kind into what :class:`raco.gradients.GradientEngine` takes as
-``reference``: a frozen module, a :class:`CachedReference` (``batch -> logps [2B]``), or None (peft:
-adapters disabled).
+* ``adapter`` — :class:`AdapterReference`: with LoRA, the policy with its adapters disabled (no second
+  copy of the weights), as TRL does.
+* ``copy`` — :class:`FrozenReference`: with full fine-tuning, a frozen copy of the initial policy.
+* ``cached`` — :class:`CachedReference`: log-probs of every row computed once (by one of the above) and
+  kept on disk, keyed by the model (name, revision, dtype, a fingerprint of the initial weights), the
+  tokenised data and the tokenisation, so a sweep over weights or methods computes them once.
+* ``none`` — :class:`NoReference`: reference-free losses only (AMoPO, SimPO).
 """
 
 from __future__ import annotations
@@ -17,18 +17,91 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from raco.atomic import atomic_write
-from raco.losses import reference_logps
+from raco.losses.logps import Batch, response_logps
 from raco.models.offline import cache_dir
 
-Batch = dict[str, Tensor]
+
+class Reference(ABC):
+    """π_ref: ``logps(batch)`` gives the reference log-probs ``[R]`` of the batch's rows (None: none)."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def logps(self, batch: Batch) -> Tensor | None:
+        """Sequence log-probs ``[R]`` of ``batch``'s rows under π_ref, without gradient."""
+
+    def to(self, device: torch.device | str) -> Reference:
+        """Move what the reference holds to ``device`` (in place); returns self."""
+        return self
+
+
+class NoReference(Reference):
+    """No reference policy: for runs whose every loss is reference-free; ``logps`` is None."""
+
+    kind = "none"
+
+    def logps(self, batch: Batch) -> None:
+        return None
+
+
+NO_REFERENCE = NoReference()
+
+
+class AdapterReference(Reference):
+    """The peft ``policy`` with its adapters disabled (the base model the adapters were added to)."""
+
+    kind = "adapter"
+
+    def __init__(self, policy: nn.Module) -> None:
+        inner = getattr(policy, "module", policy)  # DistributedDataParallel
+        if not hasattr(inner, "disable_adapter"):
+            raise ValueError("an adapter-disabled reference needs a peft model (LoRA)")
+        self.policy = policy
+
+    def logps(self, batch: Batch) -> Tensor:
+        inner = getattr(self.policy, "module", self.policy)
+        with torch.no_grad(), inner.disable_adapter():
+            return response_logps(self.policy, batch)[0]
+
+
+class FrozenReference(Reference):
+    """A model whose weights are π_ref (see :func:`frozen_copy` for a frozen copy of the policy)."""
+
+    kind = "copy"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def logps(self, batch: Batch) -> Tensor:
+        with torch.no_grad():
+            return response_logps(self.model, batch)[0]
+
+    def to(self, device: torch.device | str) -> FrozenReference:
+        self.model.to(device)
+        return self
+
+
+class CachedReference(Reference):
+    """Reference log-probs looked up by ``batch["row_index"]`` in a ``[N, 2]`` table (y¹, y²)."""
+
+    kind = "cached"
+
+    def __init__(self, table: Tensor) -> None:
+        self.table = table
+
+    def logps(self, batch: Batch) -> Tensor:
+        rows = self.table[batch["row_index"].cpu()]
+        return torch.cat([rows[:, 0], rows[:, 1]]).to(batch["input_ids"].device)
 
 
 def resolve_reference_kind(kind: str, lora: bool, needs_reference: bool) -> str:
@@ -44,12 +117,12 @@ def resolve_reference_kind(kind: str, lora: bool, needs_reference: bool) -> str:
     return kind
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A frozen, eval-mode deep copy of ``model``."""
+def frozen_copy(model: nn.Module) -> FrozenReference:
+    """A frozen, eval-mode deep copy of ``model`` as a reference."""
     reference = copy.deepcopy(model)
     reference.eval()
     reference.requires_grad_(False)
-    return reference
+    return FrozenReference(reference)
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -73,27 +146,11 @@ def pairs_fingerprint(pairs: Sequence[dict]) -> str:
     return digest.hexdigest()[:16]
 
 
-class CachedReference:
-    """Reference log-probs looked up by ``batch["row_index"]`` from a ``[N, 2]`` table (y¹, y²)."""
-
-    def __init__(self, table: Tensor) -> None:
-        self.table = table
-
-    def __call__(self, batch: Batch) -> Tensor:
-        rows = self.table[batch["row_index"].cpu()]
-        return torch.cat([rows[:, 0], rows[:, 1]]).to(batch["input_ids"].device)
-
-
-def compute_reference_table(
-    policy: nn.Module,
-    reference: nn.Module | None,
-    batches: Callable[[], list[Batch]],
-    n_rows: int,
-) -> Tensor:
-    """``[n_rows, 2]`` reference log-probs over ``batches()`` (frozen ``reference`` or adapters off)."""
+def compute_reference_table(reference: Reference, batches: Callable[[], list[Batch]], n_rows: int) -> Tensor:
+    """``[n_rows, 2]`` log-probs of ``reference`` (y¹, y²) for every row of ``batches()``."""
     table = torch.full((n_rows, 2), float("nan"), dtype=torch.float32)
     for batch in batches():
-        logps = reference_logps(reference, batch, policy=policy).float().cpu()
+        logps = reference.logps(batch).float().cpu()
         first, second = logps.chunk(2)
         table[batch["row_index"].cpu()] = torch.stack([first, second], dim=1)
     if torch.isnan(table).any():

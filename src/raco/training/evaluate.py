@@ -10,12 +10,13 @@ holds the values of the whole set — those of a 1-process run — and the main 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from raco.losses import ObjectiveSpec, PairLogps, implicit_rewards, objective_losses, response_logps
+from raco.models.reference import Reference
 
 Batch = dict[str, Tensor]
 
@@ -26,7 +27,7 @@ def evaluate(
     batches: Iterable[Batch],
     objectives: Sequence[ObjectiveSpec],
     weights: Sequence[float] | None,
-    reference_fn: Callable[[Batch], Tensor] | None,
+    reference: Reference,
 ) -> dict[str, float]:
     """``eval/<objective>/loss``, ``eval/<objective>/rewards/accuracies`` and ``eval/weighted_accuracy``
     (Σ w_i acc_i), or ``eval/mean_accuracy`` (the plain mean) when ``weights`` is None — for a method
@@ -38,7 +39,7 @@ def evaluate(
     try:
         for batch in batches:
             logps, lengths = response_logps(model, batch)
-            ref = reference_fn(batch) if reference_fn is not None else None
+            ref = reference.logps(batch)
             pair = PairLogps.from_rows(logps.float(), lengths, ref.float() if ref is not None else None)
             signs = batch["signs"].to(logps.device)
             ones = torch.ones(k, dtype=torch.float64, device=logps.device)

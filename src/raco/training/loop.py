@@ -339,11 +339,8 @@ def train_step(s: Session, interrupted: bool = False) -> dict[str, float]:
     out_of_memory = None
     try:
         for batch in batches:
-            ref = s.train_reference(batch) if s.train_reference is not None else None
             with s.autocast():
-                metrics = s.engine.accumulate(
-                    batch, counts=counts, ref_logps=ref, loss_scale=s.loss_scale.value
-                )
+                metrics = s.engine.accumulate(batch, counts=counts, loss_scale=s.loss_scale.value)
             micro_metrics.append(metrics)
     except torch.OutOfMemoryError as err:
         out_of_memory, micro_metrics = err, []

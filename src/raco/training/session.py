@@ -23,9 +23,13 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 from raco.config import ConfigError, RunConfig, method_options, method_plan, save_config, to_dict
 from raco.data.collate import PairCollator
 from raco.gradients import GradientEngine
-from raco.losses import ObjectiveSpec, reference_logps
+from raco.losses import ObjectiveSpec
 from raco.models.loading import load_tokenizer, prepare_base, wrap_policy
 from raco.models.reference import (
+    NO_REFERENCE,
+    AdapterReference,
+    FrozenReference,
+    Reference,
     cached_reference,
     compute_reference_table,
     frozen_copy,
@@ -56,14 +60,12 @@ class Session:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     collator: PairCollator
-    reference_kind: str
-    train_reference: Any = None  # callable batch -> [2B] when the reference is cached
-    eval_reference: Any = None  # callable batch -> [2B] for evaluation (None: reference-free)
+    reference: Reference  # π_ref of the training rows (the engine's)
+    eval_reference: Reference = NO_REFERENCE  # π_ref of the held-out rows (a separate table when cached)
     loss_scale: DynamicLossScale = field(default_factory=DynamicLossScale)
     step: int = 0
     skips_in_a_row: int = 0
     skipped_steps: int = 0
-    extras: dict = field(default_factory=dict)
     # the run's lifecycle (checkpointed, so that a resumed run ends as the uninterrupted one would)
     last_metrics: dict = field(default_factory=dict)  # what the run reports at its end, so far
     final_evaluated: bool = False  # the final evaluation is done and logged
@@ -191,17 +193,23 @@ def _optimizer_and_scheduler(cfg: RunConfig, params: list[nn.Parameter], total: 
     return optimizer, scheduler
 
 
-def _load_model(cfg: RunConfig, tokenizer, kind: str) -> tuple[nn.Module, nn.Module | None]:
-    """The policy and, for ``copy``, the frozen reference copy of its initial weights."""
+def _load_model(cfg: RunConfig, tokenizer, kind: str) -> tuple[nn.Module, Reference]:
+    """The policy and its reference (``cached``: adapters off or the initial weights, until the tables
+    replace it)."""
     base = prepare_base(cfg.model, cfg.lora, len(tokenizer))
-    reference = frozen_copy(base) if kind == "copy" else None
-    return wrap_policy(base, cfg.model, cfg.lora), reference
+    reference = frozen_copy(base) if kind == "copy" else NO_REFERENCE
+    policy = wrap_policy(base, cfg.model, cfg.lora)
+    if kind == "adapter" or (kind == "cached" and cfg.lora.enabled):
+        reference = AdapterReference(policy)
+    elif kind == "cached":
+        reference = FrozenReference(policy)  # the policy's weights are still the initial ones
+    return policy, reference
 
 
-def _cached_tables(s: Session, base_fingerprint: str) -> None:
-    """Reference log-probs of train and eval rows from the on-disk cache (computed once)."""
-    policy = s.model
-    frozen = None if s.cfg.lora.enabled else policy  # LoRA: adapters disabled; full: initial weights
+def _cached_tables(s: Session, base_fingerprint: str) -> tuple[Reference, Reference]:
+    """Reference log-probs of train and eval rows from the on-disk cache, computed once by the session's
+    live reference (adapters off, or the initial weights)."""
+    policy, live = s.model, s.reference
 
     def table(pairs: list, part: str):
         key = {
@@ -224,15 +232,14 @@ def _cached_tables(s: Session, base_fingerprint: str) -> None:
 
             policy.eval()
             try:
-                return compute_reference_table(policy, frozen, batches, len(pairs))
+                return compute_reference_table(live, batches, len(pairs))
             finally:
                 policy.train()
 
         return cached_reference(key, compute)
 
     with s.accelerator.main_process_first():
-        s.train_reference = table(s.data.train, "train")
-        s.eval_reference = table(s.data.eval, "eval") if s.data.eval else None
+        return table(s.data.train, "train"), table(s.data.eval, "eval") if s.data.eval else NO_REFERENCE
 
 
 def setup(cfg: RunConfig, resuming: bool = False) -> Session:
@@ -247,11 +254,10 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
     plan = make_plan(cfg, len(data.train), accelerator.num_processes)
     specs = objective_specs(cfg)
     kind = reference_kind(cfg, specs)
-    model, ref_model = _load_model(cfg, tokenizer, kind)
+    model, reference = _load_model(cfg, tokenizer, kind)
     fingerprint = weights_fingerprint(model) if kind == "cached" else ""
     model.to(accelerator.device)
-    if ref_model is not None:
-        ref_model.to(accelerator.device)
+    reference.to(accelerator.device)
     engine = GradientEngine(
         model,
         specs,
@@ -260,7 +266,7 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
         method_options=method_options(cfg),
         path=cfg.method.path,
         solve_per=cfg.method.solve_per,
-        reference=ref_model,
+        reference=reference,
         normalize=cfg.method.normalize,
     )
     optimizer, scheduler = _optimizer_and_scheduler(
@@ -279,16 +285,14 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
         optimizer,
         scheduler,
         PairCollator(tokenizer.pad_token_id),
-        kind,
+        reference,
+        reference,
     )
     session.loss_scale.enabled = uses_mixed_float16(cfg.model.dtype)
     if kind == "cached":
         with session.autocast():
-            _cached_tables(session, fingerprint)
-    elif kind == "copy":
-        session.eval_reference = lambda batch: reference_logps(ref_model, batch)
-    elif kind == "adapter":
-        session.eval_reference = lambda batch: reference_logps(None, batch, policy=model)
+            session.reference, session.eval_reference = _cached_tables(session, fingerprint)
+        engine.reference = session.reference
     session.lock = prepare_run_dir(cfg, accelerator, resuming)
     try:
         if accelerator.is_main_process and cfg.log.log_with:

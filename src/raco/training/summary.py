@@ -66,7 +66,7 @@ def save_final(session, final_metrics: dict[str, float], wall_seconds: float) ->
         "weights": session.cfg.weights,
         "method": session.cfg.method.name,
         "gradient_path": session.engine.path,  # after any fallback of `auto`
-        "reference": session.reference_kind,
+        "reference": session.reference.kind,
         "steps": session.step,
         "total_steps": session.plan.total_steps,
         "skipped_steps": session.skipped_steps,
