@@ -1,7 +1,8 @@
 """Worker for test_distributed: two optimizer steps of RACO on a tiny Llama over a fixed global batch.
 
-Run as ``torchrun --nproc_per_node N dist_worker.py OUT PATH`` (or plainly, N = 1): rank r takes its
-share of the pairs of each global batch; the engine all-reduces per-objective gradients explicitly."""
+Run as ``torchrun --nproc_per_node N dist_worker.py OUT PATH NORMALIZE[,NORMALIZE...]`` (or plainly,
+N = 1): rank r takes its share of the pairs of each global batch; the engine all-reduces per-objective
+gradients explicitly. One launch trains once per normalize mode (a launch costs more than the training)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,18 @@ from raco.models.reference import FrozenReference
 GLOBAL_PAIRS, MICRO_PAIRS, STEPS = 8, 2, 2
 
 
-def main(out: Path, path: str, normalize: str) -> None:
+def main(out: Path, path: str, normalizes: list[str]) -> None:
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True)
-    rank, world = accelerator.process_index, accelerator.num_processes
     torch.set_num_threads(1)
+    for normalize in normalizes:
+        train(accelerator, out, path, normalize)
+    accelerator.end_training()  # destroys the process group: gloo threads alive at exit abort the process
+
+
+def train(accelerator, out: Path, path: str, normalize: str) -> None:
+    rank, world = accelerator.process_index, accelerator.num_processes
     model, reference = tiny_model("llama", seed=0), tiny_model("llama", seed=1)
     specs = [ObjectiveSpec("a", beta=0.2), ObjectiveSpec("b", loss="ipo", beta=2.0)]
     engine = GradientEngine(
@@ -53,8 +60,7 @@ def main(out: Path, path: str, normalize: str) -> None:
         optimizer.zero_grad(set_to_none=True)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     torch.save(params, out / f"params_{normalize}_{world}_{rank}.pt")
-    accelerator.end_training()  # destroys the process group: gloo threads alive at exit abort the process
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3])
+    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3].split(","))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 WORKER = Path(__file__).parent / "dist_worker.py"
+NORMALIZE = ["batch", "labeled"]
 
 
 def _run(args: list[str], tmp_path: Path) -> None:
@@ -20,14 +21,21 @@ def _run(args: list[str], tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("normalize", ["batch", "labeled"])
-def test_two_processes_match_one(tmp_path, normalize):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One plain and one 2-process launch, each training once per normalize mode."""
+    out = tmp_path_factory.mktemp("distributed")
     torchrun = Path(sys.executable).parent / "torchrun"
-    args = [str(WORKER), str(tmp_path), "fused", normalize]
-    _run([sys.executable, *args], tmp_path)
-    _run([str(torchrun), "--standalone", "--nproc_per_node", "2", *args], tmp_path)
-    single = torch.load(tmp_path / f"params_{normalize}_1_0.pt")
-    rank0, rank1 = (torch.load(tmp_path / f"params_{normalize}_2_{r}.pt") for r in range(2))
+    args = [str(WORKER), str(out), "fused", ",".join(NORMALIZE)]
+    _run([sys.executable, *args], out)
+    _run([str(torchrun), "--standalone", "--nproc_per_node", "2", *args], out)
+    return out
+
+
+@pytest.mark.parametrize("normalize", NORMALIZE)
+def test_two_processes_match_one(trained, normalize):
+    single = torch.load(trained / f"params_{normalize}_1_0.pt")
+    rank0, rank1 = (torch.load(trained / f"params_{normalize}_2_{r}.pt") for r in range(2))
     initial_differs = False
     from engine_fixtures import tiny_model
 
