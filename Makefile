@@ -1,10 +1,11 @@
-# `make test`: create .venv if missing (or if the dependency spec changed), then ruff + pytest.
+# `make test`: create .venv if missing (or if the dependency spec changed), then ruff + pytest without the
+# tests marked `slow`; `make test-all`: the same with every test.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 
-.PHONY: test lint venv demo clean-venv bench
+.PHONY: test test-all lint venv demo clean-venv bench
 
 venv: $(STAMP)
 
@@ -23,6 +24,9 @@ lint: venv
 
 test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: lint
+	$(BIN)/python -m pytest -q
 
 bench: venv
 	$(BIN)/python benchmarks/aggregators.py
