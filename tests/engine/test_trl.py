@@ -81,7 +81,9 @@ def test_dpo_loss_and_metrics_match_trl(tmp_path, loss_type):
     pair = PairLogps.from_rows(logps, lengths, ref)
     ours = objective_losses(pair, signs, [spec], torch.tensor([float(n_pairs)]))
     torch.testing.assert_close(ours[0], trl_loss.detach().to(ours.dtype), rtol=1e-5, atol=1e-6)
-    metrics = objective_metrics(pair, signs, [spec])
+    ours = objective_metrics(pair, signs, [spec])  # TRL's names after the objective's: dpo/rewards/...
+    metrics = {key.removeprefix("dpo/"): value for key, value in ours.items()}
+    assert set(ours) == {f"dpo/{key}" for key in metrics}
     assert set(metrics) == {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"}
     for key, value in metrics.items():
         assert value == pytest.approx(trl_metrics[key], rel=1e-5, abs=1e-6), key

@@ -29,15 +29,15 @@ def test_weighted_heldout_accuracy_rises(method, tiny_config):
     after = result.final_metrics[score]
     assert after > before and after >= 0.7, (before, after)
     records = read_metrics(result.run_dir)
-    steps = [r for r in records if "loss/friendly" in r]
+    steps = [r for r in records if "friendly/loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5]
     expected = {
-        "loss/concise",
+        "concise/loss",
         "friendly/rewards/accuracies",
         "concise/rewards/margins",
-        "coef/friendly",
+        "friendly/coef",
         "grad_norm",
-        "lr",
+        "learning_rate",
         "tokens_per_second",
         "clip_active",
         "skipped",
@@ -45,7 +45,11 @@ def test_weighted_heldout_accuracy_rises(method, tiny_config):
     if method_plan(cfg).needs_reference([o.loss for o in cfg.objectives]):  # implicit rewards need π_ref
         expected |= {"friendly/rewards/chosen", "friendly/rewards/rejected"}
     assert expected <= set(steps[-1])
-    assert "pareto_measure" in steps[-1] and "grad_cosine/friendly|concise" in steps[-1]
+    assert "pareto_measure" in steps[-1] and "friendly|concise/grad_cosine" in steps[-1]
+    weights = [0.5, 0.5] if method == "mgda" else cfg.weights  # `loss` = Σ w_i L_i (mgda: the mean)
+    for record in steps:
+        want = weights[0] * record["friendly/loss"] + weights[1] * record["concise/loss"]
+        assert record["loss"] == pytest.approx(want, rel=1e-12)
 
 
 def test_outputs_are_hugging_face_loadable(tiny_config):
@@ -100,7 +104,7 @@ def test_cached_reference_is_computed_once(tiny_config, tmp_path, monkeypatch):
     assert len(calls) == 2  # a second run (e.g. of a sweep) reuses the cache
     assert len(list((tmp_path / "cache" / "reference-logps").glob("*.safetensors"))) == 2
     baseline = train(copy_run)  # same losses as a frozen-copy reference
-    for key in ("loss/friendly", "loss/concise"):
+    for key in ("friendly/loss", "concise/loss"):
         assert first.final_metrics[key] == pytest.approx(baseline.final_metrics[key], rel=1e-4)
         assert second.final_metrics[key] == pytest.approx(first.final_metrics[key], rel=1e-6)
 
@@ -139,8 +143,8 @@ def test_tensorboard_tracker_receives_the_metrics(tiny_config):
     accumulator = EventAccumulator(str(events))
     accumulator.Reload()
     tags = set(accumulator.Tags()["scalars"])
-    assert {"loss/friendly", "coef/concise", "pareto_measure", "lr"} <= tags
-    assert [e.step for e in accumulator.Scalars("loss/friendly")] == [1, 2]
+    assert {"friendly/loss", "concise/coef", "pareto_measure", "learning_rate"} <= tags
+    assert [e.step for e in accumulator.Scalars("friendly/loss")] == [1, 2]
 
 
 def test_out_of_memory_leaves_a_resumable_checkpoint(tiny_config, monkeypatch):
@@ -166,6 +170,6 @@ def test_out_of_memory_leaves_a_resumable_checkpoint(tiny_config, monkeypatch):
         run(session)
     assert latest_checkpoint(session.run_dir).name == "step-00000002"
     resumed = read_metrics(resume(session.run_dir).run_dir)
-    losses = [(r["step"], r["loss/friendly"]) for r in resumed if "loss/friendly" in r]
-    expected = [(r["step"], r["loss/friendly"]) for r in reference if "loss/friendly" in r]
+    losses = [(r["step"], r["friendly/loss"]) for r in resumed if "friendly/loss" in r]
+    expected = [(r["step"], r["friendly/loss"]) for r in reference if "friendly/loss" in r]
     assert losses == expected

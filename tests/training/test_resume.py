@@ -33,7 +33,7 @@ train(sys.argv[1], on_step=kill)
 
 
 def _losses(run_dir: Path) -> list[tuple]:
-    keys = ("loss/friendly", "loss/concise", "friendly/rewards/margins", "eval/weighted_accuracy")
+    keys = ("friendly/loss", "concise/loss", "friendly/rewards/margins", "eval/weighted_accuracy")
     return [tuple([r["step"]] + [r.get(k) for k in keys]) for r in read_metrics(run_dir)]
 
 

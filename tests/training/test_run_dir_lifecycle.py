@@ -171,7 +171,7 @@ def test_wall_time_covers_every_segment_and_a_finished_run_is_left_alone(tiny_co
     summary = json.loads(result.summary_file.read_text())
     assert 1000.0 <= summary["wall_seconds"] < 2000.0
     assert summary["final_metrics"].keys() == result.final_metrics.keys()
-    assert "loss/friendly" in summary["final_metrics"]  # the training metrics, not only the final eval
+    assert "friendly/loss" in summary["final_metrics"]  # the training metrics, not only the final eval
     capsys.readouterr()
 
     before = _snapshot(run_dir)

@@ -4,6 +4,7 @@ gradient accumulation and explicit distributed all-reduce."""
 from raco.gradients.capture import FusedCapture, FusedPathUnsupported
 from raco.gradients.engine import (
     GradientEngine,
+    MicroBatchStats,
     NonFiniteGradientError,
     StepReport,
     pareto_measure,
@@ -15,6 +16,7 @@ __all__ = [
     "FusedCapture",
     "FusedPathUnsupported",
     "GradientEngine",
+    "MicroBatchStats",
     "NonFiniteGradientError",
     "StepReport",
     "gram_matrix",

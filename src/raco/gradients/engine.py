@@ -55,7 +55,7 @@ from raco.losses.pairwise import (
     PairLogps,
     loss_denominators,
     objective_losses,
-    objective_metrics,
+    reward_sums,
 )
 from raco.models.reference import NO_REFERENCE, Reference
 
@@ -103,6 +103,15 @@ Aggregator = Callable[..., Any]
 
 
 @dataclass(frozen=True)
+class MicroBatchStats:
+    """What one micro-batch adds to its step: per-objective losses ``[k]`` (its share of L_i) and reward
+    sums ``[k, len(REWARD_SUMS)]`` (losses/pairwise.py); both add over micro-batches and processes."""
+
+    losses: Tensor
+    reward_sums: Tensor
+
+
+@dataclass(frozen=True)
 class StepReport:
     """What one optimizer step did. ``gram``/``grad_norms``/``cosines`` are None on the scalarized path;
     with ``solve_per="microbatch"`` they describe the last micro-batch and ``coefficients`` is the mean."""
@@ -115,25 +124,6 @@ class StepReport:
     grad_norms: Tensor | None = None
     cosines: Tensor | None = None
     clip_active: bool = False
-
-    def metrics(self, names: Sequence[str]) -> dict[str, float]:
-        """Flat scalars for logging."""
-        out: dict[str, float] = {}
-        for i, name in enumerate(names):
-            out[f"loss/{name}"] = float(self.losses[i])
-            out[f"coef/{name}"] = float(self.coefficients[i])
-            if self.grad_norms is not None:
-                out[f"grad_norm/{name}"] = float(self.grad_norms[i])
-        if self.dual is not None:
-            out.update({f"dual/{name}": float(v) for name, v in zip(names, self.dual, strict=True)})
-        if self.pareto_measure is not None:
-            out["pareto_measure"] = self.pareto_measure
-        if self.cosines is not None:
-            for i in range(len(names)):
-                for j in range(i + 1, len(names)):
-                    out[f"grad_cosine/{names[i]}|{names[j]}"] = float(self.cosines[i, j])
-        out["clip_active"] = float(self.clip_active)
-        return out
 
 
 def resolve_aggregator(method: str | Aggregator) -> Aggregator:
@@ -268,7 +258,7 @@ class GradientEngine:
 
     def accumulate(
         self, batch: Batch, *, counts: Tensor, ref_logps: Tensor | None = None, loss_scale: float = 1.0
-    ) -> dict[str, float]:
+    ) -> MicroBatchStats:
         """Forward + backward(s) of one micro-batch; adds its per-objective gradients to the step.
 
         ``counts``: global denominators from ``step_counts``; ``ref_logps [2B]``: reference log-probs
@@ -298,9 +288,9 @@ class GradientEngine:
         self._losses += losses.detach().to(torch.float64).cpu()
         if self.solve_per == "microbatch" and self.path != "scalarized":
             self._solve_microbatch()
-        metrics = objective_metrics(pair, signs, self.objectives, with_sums=True)  # sums add over ranks
-        metrics.update({f"loss/{s.name}": float(v) for s, v in zip(self.objectives, losses, strict=True)})
-        return metrics
+        return MicroBatchStats(
+            losses.detach().to("cpu", torch.float64), reward_sums(pair, signs, self.objectives)
+        )
 
     def _fused_or_fallback(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from raco.metric_keys import objective_key
 from raco.registry import REFERENCE_FREE_LOSSES
 
 
@@ -201,56 +202,31 @@ def reward_sums(
 def reward_means(
     sums: Tensor, objectives: tuple[ObjectiveSpec, ...] | list[ObjectiveSpec]
 ) -> dict[str, float]:
-    """TRL-named means from ``reward_sums`` (summed over any number of batches); an objective without
+    """``<objective>/rewards/{chosen,rejected,margins,accuracies}`` (TRL's names after the objective's,
+    raco/metric_keys.py) from ``reward_sums`` summed over any number of batches; an objective without
     rows with s ≠ 0 has no entry."""
     metrics: dict[str, float] = {}
     for spec, (chosen, rejected, margins, correct, count) in zip(objectives, sums.tolist(), strict=True):
         if count == 0:
             continue
-        prefix = f"{spec.name}/" if len(objectives) > 1 else ""
-        metrics[f"{prefix}rewards/chosen"] = chosen / count
-        metrics[f"{prefix}rewards/rejected"] = rejected / count
-        metrics[f"{prefix}rewards/margins"] = margins / count
-        metrics[f"{prefix}rewards/accuracies"] = correct / count
+        for name, total in (
+            ("chosen", chosen),
+            ("rejected", rejected),
+            ("margins", margins),
+            ("accuracies", correct),
+        ):
+            metrics[objective_key(spec.name, f"rewards/{name}")] = total / count
     return metrics
 
 
-def _sum_key(spec: ObjectiveSpec, column: str) -> str:
-    return f"reward_sums/{spec.name}/{column}"
-
-
-def summed_rewards(
-    records: list[dict[str, float]], objectives: tuple[ObjectiveSpec, ...] | list[ObjectiveSpec]
-) -> Tensor:
-    """``[k, 5]`` total of the ``reward_sums`` that ``objective_metrics(..., with_sums=True)`` put in
-    ``records`` (e.g. one record per micro-batch)."""
-    total = torch.zeros(len(objectives), len(REWARD_SUMS), dtype=torch.float64)
-    for record in records:
-        total += torch.tensor(
-            [[record[_sum_key(spec, c)] for c in REWARD_SUMS] for spec in objectives], dtype=torch.float64
-        )
-    return total
-
-
 def objective_metrics(
-    pair: PairLogps,
-    signs: Tensor,
-    objectives: tuple[ObjectiveSpec, ...] | list[ObjectiveSpec],
-    with_sums: bool = False,
+    pair: PairLogps, signs: Tensor, objectives: tuple[ObjectiveSpec, ...] | list[ObjectiveSpec]
 ) -> dict[str, float]:
     """TRL-named metrics per objective over rows with s ≠ 0, "chosen" being the response s prefers:
 
     rewards/chosen = mean β(π_c − ρ_c), rewards/rejected = mean β(π_r − ρ_r), rewards/margins = their
     mean difference, rewards/accuracies = mean [chosen reward > rejected reward]. Reference-free losses use
-    the length-normalised log-probs β π/n as rewards (SimPO's implicit reward).
-
-    These are means over this batch only. ``with_sums`` adds its ``reward_sums`` as
-    ``reward_sums/<objective>/<column>`` entries, which add over batches and processes (``summed_rewards``
-    collects them; ``reward_means`` of the total gives the metrics of all those batches together).
+    the length-normalised log-probs β π/n as rewards (SimPO's implicit reward). Means over this batch;
+    for several batches, add their ``reward_sums`` and take ``reward_means`` of the total.
     """
-    sums = reward_sums(pair, signs, objectives)
-    metrics = reward_means(sums, objectives)
-    if with_sums:
-        for spec, row in zip(objectives, sums.tolist(), strict=True):
-            metrics.update({_sum_key(spec, c): v for c, v in zip(REWARD_SUMS, row, strict=True)})
-    return metrics
+    return reward_means(reward_sums(pair, signs, objectives), objectives)

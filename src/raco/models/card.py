@@ -15,6 +15,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 import raco
+from raco.metric_keys import eval_key, objective_key
 from raco.models.portable import portable_base_name
 from raco.registry import method_plan
 
@@ -206,15 +207,16 @@ def _objective_lines(summary: dict[str, Any]) -> list[str]:
     ]
     for o, weight in zip(summary["config"]["objectives"], summary["weights"], strict=True):
         name = o["name"]
-        accuracy = metrics.get(f"eval/{name}/rewards/accuracies", "–")
-        loss = metrics.get(f"eval/{name}/loss", "–")
+        accuracy = metrics.get(eval_key(objective_key(name, "rewards/accuracies")), "–")
+        loss = metrics.get(eval_key(objective_key(name, "loss")), "–")
         loss_name = method_plan(summary.get("method", "raco")).loss or o["loss"]
         cells = [name, _number(weight), loss_name, o["beta"], _number(accuracy), _number(loss)]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
-    if "eval/weighted_accuracy" in metrics:
-        lines += ["", f"Weighted held-out accuracy Σ wᵢ·accᵢ: {_number(metrics['eval/weighted_accuracy'])}."]
-    if "eval/mean_accuracy" in metrics:  # a method the weights do not steer (mgda)
-        lines += ["", f"Mean held-out accuracy (unweighted): {_number(metrics['eval/mean_accuracy'])}."]
+    weighted, mean = eval_key("weighted_accuracy"), eval_key("mean_accuracy")
+    if weighted in metrics:
+        lines += ["", f"Weighted held-out accuracy Σ wᵢ·accᵢ: {_number(metrics[weighted])}."]
+    if mean in metrics:  # a method the weights do not steer (mgda)
+        lines += ["", f"Mean held-out accuracy (unweighted): {_number(metrics[mean])}."]
     return lines
 
 

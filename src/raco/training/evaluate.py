@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from raco.losses import ObjectiveSpec, PairLogps, implicit_rewards, objective_losses, response_logps
+from raco.metric_keys import eval_key, objective_key
 from raco.models.reference import Reference
 
 Batch = dict[str, Tensor]
@@ -58,8 +59,8 @@ def evaluate(
     for i, spec in enumerate(objectives):
         n = max(float(counted[i]), 1.0)
         accuracy = float(correct[i]) / n
-        metrics[f"eval/{spec.name}/loss"] = float(loss_sum[i]) / n
-        metrics[f"eval/{spec.name}/rewards/accuracies"] = accuracy
+        metrics[eval_key(objective_key(spec.name, "loss"))] = float(loss_sum[i]) / n
+        metrics[eval_key(objective_key(spec.name, "rewards/accuracies"))] = accuracy
         weighted += used[i] * accuracy
-    metrics["eval/mean_accuracy" if weights is None else "eval/weighted_accuracy"] = weighted
+    metrics[eval_key("mean_accuracy" if weights is None else "weighted_accuracy")] = weighted
     return metrics

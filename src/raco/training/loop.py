@@ -38,9 +38,10 @@ import yaml
 
 from raco.atomic import give_umask_modes
 from raco.config import ConfigError, RunConfig, canonical_key, from_dict, load_config, save_config
-from raco.gradients import NonFiniteGradientError
+from raco.gradients import MicroBatchStats, NonFiniteGradientError
 from raco.gradients.store import all_reduce_sum
-from raco.losses.pairwise import reward_means, summed_rewards
+from raco.losses.pairwise import REWARD_SUMS, reward_means
+from raco.metric_keys import objective_key
 from raco.training import checkpoint as ckpt
 from raco.training.evaluate import evaluate
 from raco.training.inputs import eval_batches, step_micro_batches
@@ -49,6 +50,7 @@ from raco.training.metrics import (
     MetricsLog,
     WarningLog,
     capture_warnings,
+    report_metrics,
     summary_table,
     truncate_metrics,
 )
@@ -279,17 +281,17 @@ class _StepTotals:
 
 
 def _step_totals(
-    s: Session, batches: list[dict], micro_metrics: list[dict], stop: bool = False, oom: bool = False
+    s: Session, batches: list[dict], micro: list[MicroBatchStats], stop: bool = False, oom: bool = False
 ) -> _StepTotals:
     """Sum this process's micro-batch statistics, then all processes' (one all-reduce), so that every
     logged value is that of the global batch, not of one process or one micro-batch. The same
     all-reduce carries this process's Ctrl-C and out-of-memory flags, so that every process takes the
     same decision at the same step (a checkpoint's collectives would hang if only one did)."""
     k = len(s.specs)
-    losses = [sum(m[f"loss/{spec.name}"] for m in micro_metrics) for spec in s.specs]
+    losses = sum((m.losses for m in micro), torch.zeros(k, dtype=torch.float64))
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-    rewards = summed_rewards(micro_metrics, s.specs)
-    head = torch.tensor([*losses, tokens, float(stop), float(oom)], dtype=torch.float64)
+    rewards = sum((m.reward_sums for m in micro), torch.zeros(k, len(REWARD_SUMS), dtype=torch.float64))
+    head = torch.cat([losses, torch.tensor([tokens, float(stop), float(oom)], dtype=torch.float64)])
     flat = torch.cat([head, rewards.flatten()])
     all_reduce_sum([flat])
     return _StepTotals(
@@ -302,24 +304,35 @@ def _step_totals(
 
 
 def _batch_metrics(s: Session, totals: _StepTotals, started: float) -> dict[str, float]:
-    """Reward metrics and token counts of the global batch; the throughput is that of all processes."""
+    """Losses, reward metrics and token counts of the global batch; the throughput is that of all
+    processes. ``loss`` is Σ w_i L_i (the mean for mgda, which the weights do not steer)."""
     seconds = max(time.perf_counter() - started, 1e-9)
-    metrics = reward_means(totals.rewards, s.specs)
+    weights = torch.as_tensor(_reported_weights(s), dtype=torch.float64)
+    metrics = {"loss": float(weights @ totals.losses)}
+    for spec, loss in zip(s.specs, totals.losses, strict=True):
+        metrics[objective_key(spec.name, "loss")] = float(loss)
+    metrics.update(reward_means(totals.rewards, s.specs))
     metrics.update(tokens=totals.tokens, tokens_per_second=totals.tokens / seconds)
     return metrics
+
+
+def _reported_weights(s: Session) -> list[float]:
+    """The weights of the weighted figures a run reports: the user's, or uniform for mgda."""
+    k = len(s.specs)
+    return [1.0 / k] * k if s.cfg.method.name == "mgda" else [float(w) for w in s.cfg.weights]
 
 
 def _step_metrics(
     s: Session, report, totals: _StepTotals, grad_norm: float, started: float
 ) -> dict[str, float]:
-    metrics = report.metrics([spec.name for spec in s.specs])
+    metrics = report_metrics(report, [spec.name for spec in s.specs])
     metrics.update(_batch_metrics(s, totals, started), grad_norm=grad_norm)
     return {**metrics, **_schedule_metrics(s)}
 
 
 def _schedule_metrics(s: Session) -> dict[str, float]:
     """Learning rate, and the loss scale of float16 runs: logged for applied and skipped steps alike."""
-    metrics = {"lr": s.scheduler.get_last_lr()[0]}
+    metrics = {"learning_rate": s.scheduler.get_last_lr()[0]}
     if s.loss_scale.enabled:
         metrics["loss_scale"] = s.loss_scale.scale
     return metrics
@@ -335,17 +348,16 @@ def train_step(s: Session, interrupted: bool = False) -> dict[str, float]:
     pairs = step_micro_batches(s.data.train, s.plan, s.step, s.cfg.train.seed, s.accelerator.process_index)
     batches = [s.to_device(s.collator(mb)) for mb in pairs]
     counts = s.engine.step_counts(batches)
-    micro_metrics = []
+    micro: list[MicroBatchStats] = []
     out_of_memory = None
     try:
         for batch in batches:
             with s.autocast():
-                metrics = s.engine.accumulate(batch, counts=counts, loss_scale=s.loss_scale.value)
-            micro_metrics.append(metrics)
+                micro.append(s.engine.accumulate(batch, counts=counts, loss_scale=s.loss_scale.value))
     except torch.OutOfMemoryError as err:
-        out_of_memory, micro_metrics = err, []
+        out_of_memory, micro = err, []
         _free_memory(s)
-    totals = _step_totals(s, batches, micro_metrics, stop=interrupted, oom=out_of_memory is not None)
+    totals = _step_totals(s, batches, micro, stop=interrupted, oom=out_of_memory is not None)
     s.stop_requested = totals.stop
     if totals.out_of_memory:
         if out_of_memory is not None:
@@ -395,10 +407,8 @@ def _skip_non_finite(s: Session, totals: _StepTotals, started: float) -> dict[st
     s.optimizer.zero_grad(set_to_none=True)
     _count_skip(s)
     _advance_schedule(s)
-    metrics = {f"loss/{spec.name}": float(v) for spec, v in zip(s.specs, totals.losses, strict=True)}
-    metrics.update(
-        _batch_metrics(s, totals, started), **_schedule_metrics(s), skipped=1.0, grad_norm=math.nan
-    )
+    metrics = _batch_metrics(s, totals, started)
+    metrics.update(_schedule_metrics(s), skipped=1.0, grad_norm=math.nan)
     return metrics
 
 

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from tqdm.auto import tqdm
 
 from raco.atomic import atomic_write
+from raco.metric_keys import eval_key, objective_key, pair_key
 
 METRICS_FILE = "metrics.jsonl"
 WARNINGS_FILE = "warnings.log"
@@ -55,6 +56,27 @@ def truncate_metrics(path: Path, last_step: int, records: int | None = None) -> 
         kept = [line for line in lines if json.loads(line).get("step", 0) <= last_step]
     text = "".join(line + "\n" for line in kept)
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def report_metrics(report: Any, names: Sequence[str]) -> dict[str, float]:
+    """The logged scalars of a :class:`raco.gradients.StepReport` for objectives ``names``: per objective
+    coef, grad_norm, dual; per pair grad_cosine; pareto_measure and clip_active (the losses are the
+    loop's, from the step's all-reduced totals)."""
+    out: dict[str, float] = {}
+    for i, name in enumerate(names):
+        out[objective_key(name, "coef")] = float(report.coefficients[i])
+        if report.grad_norms is not None:
+            out[objective_key(name, "grad_norm")] = float(report.grad_norms[i])
+        if report.dual is not None:
+            out[objective_key(name, "dual")] = float(report.dual[i])
+    if report.pareto_measure is not None:
+        out["pareto_measure"] = report.pareto_measure
+    if report.cosines is not None:
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                out[pair_key(names[i], names[j], "grad_cosine")] = float(report.cosines[i, j])
+    out["clip_active"] = float(report.clip_active)
+    return out
 
 
 def json_safe(value: Any) -> Any:
@@ -106,11 +128,12 @@ class MetricsLog:
         """Move the progress bar to ``step`` showing the main per-objective numbers."""
         shown = {}
         for name in self.objectives:
-            if f"loss/{name}" in metrics:
-                shown[f"{name}"] = f"{metrics[f'loss/{name}']:.3f}"
-        for key in ("eval/weighted_accuracy", "eval/mean_accuracy", "pareto_measure", "lr"):
+            if objective_key(name, "loss") in metrics:
+                shown[f"{name}"] = f"{metrics[objective_key(name, 'loss')]:.3f}"
+        shown_keys = (eval_key("weighted_accuracy"), eval_key("mean_accuracy"), "pareto_measure")
+        for key, label in (*((k, k.split("/")[-1]) for k in shown_keys), ("learning_rate", "lr")):
             if key in metrics:
-                shown[key.split("/")[-1]] = f"{metrics[key]:.3g}"
+                shown[label] = f"{metrics[key]:.3g}"
         self.bar.set_postfix(shown, refresh=False)
         self.bar.update(step - self.bar.n)
 
@@ -135,15 +158,15 @@ def summary_table(final: dict[str, float], objectives: tuple[str, ...]) -> str:
     for name in objectives:
         parts = [f"{name:>16}"]
         for key, label in (
-            ("loss/{}", "loss"),
-            ("eval/{}/loss", "eval loss"),
-            ("eval/{}/rewards/accuracies", "eval acc"),
+            (objective_key(name, "loss"), "loss"),
+            (eval_key(objective_key(name, "loss")), "eval loss"),
+            (eval_key(objective_key(name, "rewards/accuracies")), "eval acc"),
         ):
-            value = final.get(key.format(name))
+            value = final.get(key)
             if value is not None:
                 parts.append(f"{label} {value:.4f}")
         lines.append("  ".join(parts))
-    for key in ("eval/weighted_accuracy", "eval/mean_accuracy", "pareto_measure"):
+    for key in (eval_key("weighted_accuracy"), eval_key("mean_accuracy"), "pareto_measure"):
         if key in final:
             lines.append(f"{key:>16}  {final[key]:.4f}")
     return "\n".join(lines)
