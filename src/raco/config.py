@@ -673,6 +673,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Read a YAML ``path`` (optional), apply dotted ``overrides`` (then ``$RACO_OVERRIDES``) and return a
     validated RunConfig."""
     tree: dict = {}
+    source = ""
     if path is not None:
         try:
             tree = yaml.safe_load(Path(path).read_text()) or {}
@@ -680,8 +681,20 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"cannot read config {path}: {err}") from err
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-        _read_foreign_names(tree, f" in {path}")
+        source = f" in {path}"
+        _read_foreign_names(tree, source)  # before the paths: a foreign name may hold one
         resolve_data_paths(tree, Path(path).parent)
+    return config_from_tree(tree, overrides, source=source)
+
+
+def config_from_tree(
+    tree: dict, overrides: dict[str, Any] | None = None, *, environment: bool = True, source: str = ""
+) -> RunConfig:
+    """The one way a nested mapping becomes a validated RunConfig (YAML files, ``raco.train(dict)``,
+    resumed runs): TRL/transformers names read (notes say where, ``source``), dotted ``overrides``
+    applied, then ``$RACO_OVERRIDES`` when ``environment``. ``tree`` is not modified."""
+    tree = copy.deepcopy(tree)
+    _read_foreign_names(tree, source)
     listed = _objective_names(tree)
     overrides = dict(overrides or {})
     given: dict[str, str] = {}
@@ -691,16 +704,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"--{other} and --{key} both set `{canonical_key(key)}`; give one")
     for key, value in overrides.items():
         apply_override(tree, key, value)
-    environment = environment_overrides()
-    if environment:
-        items = " ".join(f"{k}={v}" for k, v in environment.items())
+    from_environment = environment_overrides() if environment else {}
+    if from_environment:
+        items = " ".join(f"{k}={v}" for k, v in from_environment.items())
         logger.warning("note: %s sets %s", ENV_OVERRIDES, items)
-    for key, value in environment.items():
+    for key, value in from_environment.items():
         apply_override(tree, key, value)
     try:
         return validate(build(RunConfig, tree))
     except ConfigError as err:
-        unlisted = _unlisted_objective(tree, listed, [*overrides, *environment])
+        unlisted = _unlisted_objective(tree, listed, [*overrides, *from_environment])
         if unlisted is None:
             raise
         raise ConfigError(f"{unlisted}; with it: {err}") from None
@@ -727,10 +740,8 @@ def resolve_data_paths(tree: dict, base: Path) -> None:
 
 def from_dict(tree: dict) -> RunConfig:
     """A validated RunConfig from a nested mapping (the inverse of :func:`to_dict`); TRL/transformers
-    names are read as in a YAML file."""
-    tree = copy.deepcopy(tree)
-    _read_foreign_names(tree)
-    return validate(build(RunConfig, tree))
+    names are read as in a YAML file; ``$RACO_OVERRIDES`` is not applied."""
+    return config_from_tree(tree, environment=False)
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -178,8 +178,8 @@ def test_inspect_data_flags_are_raco_train_flags_with_the_same_meaning(assets):
     """Every `--data.*` flag of inspect is a `raco train` flag, and the same flags give the same spec."""
     from raco.config import leaf_fields, load_config
     from raco.data.inspect import add_inspect_arguments, inspect_spec
+    from raco.data.spec import spec_from_config
     from raco.training.cli_train import parse_train_args
-    from raco.training.inputs import data_spec
 
     parser = argparse.ArgumentParser()
     add_inspect_arguments(parser)
@@ -211,7 +211,7 @@ def test_inspect_data_flags_are_raco_train_flags_with_the_same_meaning(assets):
         "default",
     ]
     _, overrides = parse_train_args(flags)
-    assert data_spec(load_config(None, overrides).data) == inspect_spec(parser.parse_args(flags))
+    assert spec_from_config(load_config(None, overrides).data) == inspect_spec(parser.parse_args(flags))
 
 
 def test_inspect_reads_the_data_section_of_a_training_config(capsys, assets, tmp_path):

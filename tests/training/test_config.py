@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raco.config import ConfigError, RunConfig, from_dict, leaf_fields, load_config
+from raco.config import ConfigError, RunConfig, config_from_tree, from_dict, leaf_fields, load_config
 from raco.training.cli_train import build_parser, main, parse_train_args
 from raco.training.inputs import check_objectives, load_rows
 
@@ -431,6 +431,10 @@ def test_environment_overrides_come_last_and_are_logged(tmp_path, monkeypatch, c
     cfg = load_config(path, {"train.max_steps": "30"})
     assert (cfg.train.max_steps, cfg.data.max_eval_rows) == (2, 4)
     assert "note: RACO_OVERRIDES sets train.max_steps=2 data.max_eval_rows=4" in caplog.messages
+    # the same for a mapping (raco.train(dict)); a saved config read back (from_dict) is never changed
+    tree = {"data": {"train": "x"}, "train": {"max_steps": 60}}
+    assert config_from_tree(tree, {"train.max_steps": "30"}).train.max_steps == 2
+    assert from_dict(tree).train.max_steps == 60 and tree["train"]["max_steps"] == 60
     monkeypatch.setenv("RACO_OVERRIDES", "train.max_steps")
     with pytest.raises(ConfigError, match=r"RACO_OVERRIDES: expected space-separated KEY=VALUE"):
         load_config(path)

@@ -21,6 +21,10 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from raco.config import DataConfig, resolve_data_paths
+from raco.config_tree import ConfigError, build, coerce
 from raco.data.adapters import ADAPTER_OPTIONS
 from raco.data.errors import DataError
 from raco.data.load import load_preference_data
@@ -132,8 +136,6 @@ DEPRECATED = {
 
 
 def _data_fields() -> dict[str, dataclasses.Field]:
-    from raco.config import DataConfig
-
     fields = {f.name: f for f in dataclasses.fields(DataConfig)}
     return {name: fields[name] for name in DATA_FLAGS}
 
@@ -199,9 +201,6 @@ def run_inspect(args: argparse.Namespace) -> int:
 def inspect_spec(args: argparse.Namespace) -> DataSpec:
     """The :class:`DataSpec` of parsed ``raco data inspect`` arguments: the YAML ``data:`` section of
     ``--config`` (if any) < ``--data.*`` flags < the positional PATH_OR_NAME."""
-    from raco.config import DataConfig
-    from raco.config_tree import ConfigError, build
-
     tree, objectives = _from_yaml(args.config) if args.config else ({}, None)
     flags = _flag_values(args)
     path = args.path_or_name
@@ -233,8 +232,6 @@ def inspect_spec(args: argparse.Namespace) -> DataSpec:
 
 def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     """``--data.*`` values (old flag names included, with a note on stderr), as DataConfig values."""
-    from raco.config_tree import ConfigError, coerce
-
     values: dict[str, Any] = {}
     given = vars(args)
     for old, new in DEPRECATED.items():
@@ -270,10 +267,6 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
 def _from_yaml(path: str) -> tuple[dict[str, Any], tuple[str, ...] | None]:
     """(the ``data:`` mapping, the objective names) of a ``raco train`` YAML file; data paths are
     resolved as ``raco train`` resolves them (current directory, else the YAML file's folder)."""
-    import yaml
-
-    from raco.config import resolve_data_paths
-
     file = Path(path)
     if not file.is_file():
         if file.suffix.lower() not in (".yaml", ".yml"):

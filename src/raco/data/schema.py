@@ -16,8 +16,6 @@ Message: TypeAlias = dict[str, Any]
 Text: TypeAlias = str | list[Message]
 """Plain text or a list of chat messages."""
 
-SIGN_VALUES = (1, -1, 0)
-
 
 @dataclass(frozen=True)
 class PreferenceRow:

@@ -14,6 +14,7 @@ import contextlib
 import gzip
 import json
 import lzma
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,6 @@ def quiet_progress_bars() -> None:
     """Silence the progress bars of ``datasets`` (now if imported, else once it is imported here)."""
     global _quiet
     _quiet = True
-    import sys
-
     if "datasets" in sys.modules:
         sys.modules["datasets"].disable_progress_bars()
 

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from raco.aggregators import AGGREGATORS, min_norm
 from raco.gradients import store as gstore
 from raco.gradients.capture import FusedCapture, FusedPathUnsupported
 from raco.losses.logps import Batch, response_logps, unwrap_causal_lm
@@ -58,6 +59,8 @@ from raco.losses.pairwise import (
     reward_sums,
 )
 from raco.models.reference import NO_REFERENCE, Reference
+from raco.registry import AGGREGATORS as DECLARED
+from raco.registry import check_aggregator_options
 
 PATHS = ("auto", "fused", "plain", "scalarized")
 RngState = tuple[Tensor, list[Tensor]]
@@ -133,8 +136,6 @@ def resolve_aggregator(method: str | Aggregator) -> Aggregator:
     aggregator by :func:`raco.config.method_plan`."""
     if callable(method):
         return method
-    from raco.aggregators import AGGREGATORS
-
     if method not in AGGREGATORS:
         raise ValueError(f"unknown aggregator {method!r}; choose one of {sorted(AGGREGATORS)}")
     return AGGREGATORS[method]
@@ -143,9 +144,6 @@ def resolve_aggregator(method: str | Aggregator) -> Aggregator:
 def _check_method(method: str | Aggregator, options: Mapping[str, Any], path: str) -> None:
     """Validate a named aggregator, its options and ``path`` once, against its declaration in
     :mod:`raco.registry` (a callable is taken as is, and is never scalarized)."""
-    from raco.registry import AGGREGATORS as DECLARED
-    from raco.registry import check_aggregator_options
-
     if callable(method):
         if path == "scalarized":
             raise ValueError("path='scalarized' is exact only for weighted-sum aggregation (a = w)")
@@ -158,8 +156,6 @@ def _check_method(method: str | Aggregator, options: Mapping[str, Any], path: st
 
 def pareto_measure(gram: Tensor) -> float:
     """M = min_{p∈Δ} ‖Σ p_i g_i‖ (docs/algorithm.md §2): 0 exactly at Pareto-critical points."""
-    from raco.aggregators import min_norm
-
     return min_norm(gram)
 
 

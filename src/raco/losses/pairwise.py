@@ -105,17 +105,23 @@ def hinge_loss(pair: PairLogps, signs: Tensor, spec: ObjectiveSpec) -> Tensor:
     return torch.relu(1 - spec.beta * signs * pair.margin())
 
 
+def _normalized_logistic(pair: PairLogps, signs: Tensor, beta: float, gamma: float) -> Tensor:
+    """ℓ = −log σ(β s (π¹/n¹ − π²/n²) − γ): the length-normalised, reference-free logistic loss."""
+    return -F.logsigmoid(beta * signs * pair.normalized_margin() - gamma)
+
+
 def simpo_loss(pair: PairLogps, signs: Tensor, spec: ObjectiveSpec) -> Tensor:
     """SimPO (Meng et al. 2024), reference-free: ℓ = −log σ(β s (π¹/n¹ − π²/n²) − γ)."""
-    return -F.logsigmoid(spec.beta * signs * pair.normalized_margin() - spec.gamma)
+    return _normalized_logistic(pair, signs, spec.beta, spec.gamma)
 
 
 def amopo_loss(pair: PairLogps, signs: Tensor, spec: ObjectiveSpec) -> Tensor:
     """Static AMoPO per-objective term (docs/algorithm.md §1): ℓ_i = −log σ(β s (π¹/n¹ − π²/n²)).
 
     The AMoPO baseline loss is L = Σ_i w_i L_i: run it as weighted-sum aggregation (a = w) of these
-    per-objective losses, which gives exactly ∇L (the gradient is linear in the losses)."""
-    return -F.logsigmoid(spec.beta * signs * pair.normalized_margin())
+    per-objective losses, which gives exactly ∇L (the gradient is linear in the losses). It is SimPO's
+    loss with γ = 0 (an objective's γ is ignored)."""
+    return _normalized_logistic(pair, signs, spec.beta, 0.0)
 
 
 LossFn = Callable[[PairLogps, Tensor, ObjectiveSpec], Tensor]

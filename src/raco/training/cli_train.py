@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from raco.config import ConfigError, RunConfig, leaf_fields, load_config
+from raco.config import FOREIGN_NAMES, ConfigError, RunConfig, leaf_fields, load_config
 from raco.data.errors import DataError
 
 DESCRIPTION = """Train a causal LM on multi-objective preference data (RACO and baselines).
@@ -94,8 +94,6 @@ def overrides_from(namespace: argparse.Namespace, rest: list[str]) -> dict[str, 
             raise ConfigError(f"unexpected argument {rest[position]!r} (options look like --train.lr 1e-5)")
         key, value, position = _split_flag(rest, position)
         if value is None:
-            from raco.config import FOREIGN_NAMES
-
             if key not in FOREIGN_NAMES:  # TRL/transformers booleans are bare flags (--bf16)
                 raise ConfigError(f"--{key}: a value is required")
             value = "true"

@@ -12,19 +12,19 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from raco.config import ConfigError, DataConfig, RunConfig
+from raco.config import ConfigError, ObjectiveConfig, RunConfig
 from raco.config_tree import suggest
 from raco.data.collate import PairCollator
 from raco.data.collect import finalize
 from raco.data.inspect import sign_counts
 from raco.data.load import load_preference_data
 from raco.data.schema import PreferenceDataset, reindexed
-from raco.data.spec import DataSpec
+from raco.data.spec import DataSpec, spec_from_config
 from raco.data.tokenize import TokenizedPair, tokenize_dataset
 
 
@@ -38,31 +38,9 @@ class PreparedData:
     stats: dict = field(default_factory=dict)
 
 
-def data_spec(data: DataConfig, path: str | None = None, split: str | None = None) -> DataSpec:
-    """The data module's spec for the training (or the given evaluation) source; in separate-datasets
-    mode the training spec merges one chosen/rejected dataset per objective."""
-    separate = {} if path else {name: DataSpec.from_mapping(part) for name, part in data.separate.items()}
-    return DataSpec(
-        path_or_name=path or data.train or None,
-        separate=separate,
-        adapter=data.adapter,
-        split=split or data.split,
-        config_name=data.config_name,
-        data_dir=data.data_dir,
-        revision=data.revision,
-        columns=dict(data.columns),
-        labels=dict(data.labels),
-        directions=dict(data.directions),
-        options=dict(data.options),
-        on_invalid=data.on_invalid,
-    )
-
-
 def check_objectives(cfg: RunConfig, available: tuple[str, ...]) -> None:
     """Config objectives must be exactly the data's; none given → all of them, uniform weights."""
     if not cfg.objectives:
-        from raco.config import ObjectiveConfig
-
         cfg.objectives = [ObjectiveConfig(name=name) for name in available]
         return
     names = [o.name for o in cfg.objectives]
@@ -91,14 +69,14 @@ def _split_holdout(dataset: PreferenceDataset, fraction: float, seed: int) -> tu
 
 def load_rows(cfg: RunConfig) -> tuple[tuple[str, ...], list, list, dict]:
     """Train and eval rows (objectives ordered as in the config) and loading statistics."""
-    loaded = load_preference_data(data_spec(cfg.data))
+    loaded = load_preference_data(spec_from_config(cfg.data))
     check_objectives(cfg, loaded.objectives)
     names = tuple(o.name for o in cfg.objectives)
     # order the signs as the config lists the objectives (directions were applied when loading)
     train = finalize(loaded, DataSpec(path_or_name=loaded.source, objectives=names))
     if cfg.data.eval or cfg.data.eval_split:
         evaluation = load_preference_data(
-            replace(data_spec(cfg.data, cfg.data.eval, cfg.data.eval_split), objectives=names)
+            spec_from_config(cfg.data, path=cfg.data.eval, split=cfg.data.eval_split, objectives=names)
         )
         train_rows, eval_rows = list(train.rows), list(evaluation.rows)
         skipped = {"train": train.skipped, "eval": evaluation.skipped}

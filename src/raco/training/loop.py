@@ -35,9 +35,10 @@ from typing import Any
 
 import torch
 import yaml
+from transformers.utils import logging as hf_logging
 
 from raco.atomic import give_umask_modes
-from raco.config import ConfigError, RunConfig, canonical_key, from_dict, load_config, save_config
+from raco.config import ConfigError, RunConfig, canonical_key, config_from_tree, load_config, save_config
 from raco.gradients import MicroBatchStats, NonFiniteGradientError
 from raco.gradients.store import all_reduce_sum
 from raco.losses.pairwise import REWARD_SUMS, reward_means
@@ -84,12 +85,7 @@ def _as_config(config: RunConfig | dict | str | Path, overrides: dict[str, Any] 
             raise ConfigError("give overrides with a YAML path or a mapping, not with a RunConfig")
         return config
     if isinstance(config, dict):
-        from raco.config import apply_override
-
-        tree = json.loads(json.dumps(config))  # deep copy
-        for key, value in (overrides or {}).items():
-            apply_override(tree, key, value)
-        return from_dict(tree)
+        return config_from_tree(config, overrides)
     return load_config(config, overrides)
 
 
@@ -143,7 +139,6 @@ def resume(
 
     ``overrides`` may change only ``RESUME_OVERRIDABLE`` options (logging and checkpointing); the
     run's ``config.yaml`` is updated with them."""
-    from raco.config import apply_override
 
     run_dir = Path(run_dir)
     config_file = run_dir / CONFIG_FILE
@@ -160,9 +155,7 @@ def resume(
     finished = completed_run(run_dir)
     if finished is not None:  # nothing to do, and nothing is changed (not even config.yaml)
         return finished
-    for key, value in (overrides or {}).items():
-        apply_override(tree, key, value)
-    cfg = from_dict(tree)
+    cfg = config_from_tree(tree, overrides, environment=False)
     cfg.output_dir = str(run_dir)
     if overrides:
         save_config(cfg, config_file)
@@ -500,8 +493,6 @@ def _loop(s: Session, log: MetricsLog, on_step: StepCallback | None, warned: War
 @contextmanager
 def _no_library_progress_bars():
     """transformers' "Writing model shards" bar at the end of a run tells the user nothing."""
-    from transformers.utils import logging as hf_logging
-
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:

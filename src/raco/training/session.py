@@ -20,7 +20,15 @@ from accelerate.utils import set_seed
 from torch import nn
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
-from raco.config import ConfigError, RunConfig, method_options, method_plan, save_config, to_dict
+from raco.config import (
+    ConfigError,
+    RunConfig,
+    differences,
+    method_options,
+    method_plan,
+    save_config,
+    to_dict,
+)
 from raco.data.collate import PairCollator
 from raco.gradients import GradientEngine
 from raco.losses import ObjectiveSpec
@@ -105,8 +113,6 @@ def objective_specs(cfg: RunConfig) -> list[ObjectiveSpec]:
 
 def _exists_message(run_dir: Path, cfg: RunConfig) -> str:
     """Why an existing output_dir is refused; ``--resume`` is offered only when it holds this run."""
-    from raco.config import differences
-
     other = (
         "choose another output_dir (`--output_dir`, or overrides={'output_dir': ...}) or set overwrite: true"
     )
