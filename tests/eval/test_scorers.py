@@ -96,13 +96,13 @@ def test_every_registered_scorer_names_an_importable_class_with_a_docstring():
         assert info.summary and all(o.help for o in info.options.values()), name
 
 
-def test_spec_registry_and_package_import_without_torch():
+def test_specs_and_generation_settings_import_neither_torch_nor_transformers():
     code = (
-        "import sys, raco.eval, raco.eval.scorers; raco.eval.check_spec('length'); "
-        "print('torch' in sys.modules)"
+        "import sys, raco.eval, raco.eval.scorers, raco.eval.generate; raco.eval.check_spec('length'); "
+        "raco.eval.GenerationConfig(); print('torch' in sys.modules, 'transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
 # ----------------------------------------------------------------------------- checked results
@@ -186,6 +186,8 @@ def test_length_in_tokens_of_the_given_or_the_named_tokenizer(bpe_tokenizer):
 def test_length_in_tokens_without_a_tokenizer_is_an_error():
     with pytest.raises(ScorerError, match="counting tokens needs a tokenizer"):
         make_scorer("length:unit=tokens")
+    with pytest.raises(ScorerError, match="`tokenizer` counts only with unit=tokens"):
+        make_scorer("length:tokenizer=gpt2")
 
 
 # ----------------------------------------------------------------------------- python

@@ -55,7 +55,7 @@ class RelevanceScorer(Scorer):
         """cos(embed(response), embed(prompt or reference)) per row."""
         from sentence_transformers.util import pairwise_cos_sim
 
-        others = [r if r is not None else "" for r in references] if self.needs_reference else prompts
+        others = [r if r is not None else "" for r in references or []] if self.needs_reference else prompts
         a, b = (
             self.model.encode(
                 texts, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=False

@@ -343,7 +343,7 @@ class Scorer(ABC):
         values, bad = [], []
         for row, value in enumerate(raw):
             number, reason = check_value(value)
-            if self.needs_reference and refs[row] is None:
+            if refs is not None and self.needs_reference and refs[row] is None:
                 number, reason = math.nan, "no reference answer"
             values.append(number)
             if reason is not None:

@@ -31,9 +31,11 @@ class LengthScorer(Scorer):
     def __init__(self, spec: ScorerSpec, *, tokenizer: Any = None, **context: Any) -> None:
         super().__init__(spec, **context)
         self.unit = spec.get("unit")
-        self.tokenizer = None
+        self.tokenizer: Any = None
+        name = spec.get("tokenizer")
+        if name and self.unit != "tokens":
+            raise ScorerError(f"scorer {self.name}: `tokenizer` counts only with unit=tokens")
         if self.unit == "tokens":
-            name = spec.get("tokenizer")
             self.tokenizer = load_tokenizer(name) if name else tokenizer
             if self.tokenizer is None:
                 raise ScorerError(
@@ -121,6 +123,8 @@ def _import_file(path: Path) -> Any:
     # a name unique to the path, so two files named scores.py do not replace each other
     name = "raco_user_scorer_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ScorerError(f"scorer python: cannot import {path} as a Python file")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
