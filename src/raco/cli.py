@@ -24,6 +24,7 @@ def _build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_data(subparsers)
     _add_train(subparsers)
+    _add_eval(subparsers)
     _add_export(subparsers)
     return parser
 
@@ -32,6 +33,21 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     # Listed here for `raco --help`; `raco train ...` itself is dispatched in main() to
     # raco.training.cli_train, whose flags (generated from the config dataclasses) need parse_known_args.
     subparsers.add_parser("train", help="train a model (see `raco train --help`)", add_help=False)
+
+
+def _add_eval(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    # Its configuration flags (--objectives.NAME.scorer, --generation.*) are read from the leftovers
+    # of parse_known_args, as `raco train` reads its own.
+    from raco.eval.cli import DESCRIPTION, add_eval_arguments
+
+    parser = subparsers.add_parser(
+        "eval",
+        help="judge a tuned model (and its starting model) on held-out prompts and pairs",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_eval_arguments(parser)
+    return parser
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
@@ -85,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return train_main(argv[1:])
     parser = _build_parser()
+    if argv[:1] == ["eval"]:
+        from raco.eval.cli import run_eval
+
+        args, rest = parser.parse_known_args(argv)
+        return run_eval(args, rest)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:

@@ -60,7 +60,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("objective", "rewards/accuracies", "share of rows whose preferred response has the higher reward"),
     Metric("pair", "grad_cosine", "cos(g_a, g_b), the cosine of two objectives' gradients"),
     Metric("eval-objective", "loss", "L_i over every held-out row with s_i ≠ 0"),
-    Metric("eval-objective", "rewards/accuracies", "preference accuracy on held-out rows with s_i ≠ 0"),
+    Metric("eval-objective", "rewards/accuracies", "held-out accuracy; ties count half (start: 0.5)"),
+    Metric("eval-objective", "rewards/margins", "mean held-out lead β·s_i·(r¹ − r²) of the preferred one"),
+    Metric("eval-objective", "pairs", "held-out pairs with s_i ≠ 0 (the n of the three above)"),
     Metric("eval-step", "weighted_accuracy", "Σ_i w_i · eval/<objective>/rewards/accuracies"),
     Metric("eval-step", "mean_accuracy", "mean of eval/<objective>/rewards/accuracies (mgda: not steered)"),
 )

@@ -1,8 +1,10 @@
-"""Held-out evaluation: per-objective loss and preference accuracy over every evaluation row.
+"""Held-out evaluation: per-objective loss, preference accuracy and margin over every evaluation row.
 
-Preference accuracy of objective i = fraction of rows with s_i ≠ 0 whose implicit reward (β·(π − ρ),
-or β·π/n for reference-free losses) is higher for the response the objective prefers. The weighted
-accuracy is Σ_i w_i · accuracy_i.
+Over the n_i rows with s_i ≠ 0, with r the implicit reward (β·(π − ρ), or β·π/n for reference-free
+losses) and Δ = s_i·(r¹ − r²) the preferred response's lead:
+accuracy_i = (#{Δ > 0} + ½·#{Δ = 0}) / n_i — a tie counts half, so the starting model (π = π_ref, all
+rewards 0) scores 0.5 —, margin_i = mean Δ, loss_i = mean per-pair loss. The weighted accuracy is
+Σ_i w_i · accuracy_i.
 
 Under several processes every process evaluates every row (the held-out set is not sharded), so each
 holds the values of the whole set — those of a 1-process run — and the main process logs them.
@@ -34,7 +36,8 @@ def evaluate(
     (Σ w_i acc_i), or ``eval/mean_accuracy`` (the plain mean) when ``weights`` is None — for a method
     the weights do not steer (mgda), whose score should not look weighted."""
     k = len(objectives)
-    loss_sum, correct, counted = torch.zeros(k, dtype=torch.float64), torch.zeros(k), torch.zeros(k)
+    loss_sum, margin_sum = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    correct, counted = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
     was_training = model.training
     model.eval()
     try:
@@ -49,7 +52,9 @@ def evaluate(
                 r1, r2 = implicit_rewards(pair, spec)
                 s = signs[:, i]
                 keep = s != 0
-                correct[i] += ((s * (r1 - r2)) > 0)[keep].sum().cpu()
+                lead = (spec.beta * s * (r1 - r2))[keep].double()
+                correct[i] += ((lead > 0).double() + 0.5 * (lead == 0).double()).sum().cpu()
+                margin_sum[i] += lead.sum().cpu()
                 counted[i] += keep.sum().cpu()
     finally:
         model.train(was_training)
@@ -61,6 +66,8 @@ def evaluate(
         accuracy = float(correct[i]) / n
         metrics[eval_key(objective_key(spec.name, "loss"))] = float(loss_sum[i]) / n
         metrics[eval_key(objective_key(spec.name, "rewards/accuracies"))] = accuracy
+        metrics[eval_key(objective_key(spec.name, "rewards/margins"))] = float(margin_sum[i]) / n
+        metrics[eval_key(objective_key(spec.name, "pairs"))] = float(counted[i])
         weighted += used[i] * accuracy
     metrics[eval_key("mean_accuracy" if weights is None else "weighted_accuracy")] = weighted
     return metrics
