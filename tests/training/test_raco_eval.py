@@ -144,3 +144,26 @@ def test_bad_targets(tmp_path, lora_run, capsys):
         status = main(["eval", *args, "--output", str(out), "--quiet"])
         err = capsys.readouterr().err
         assert status == 2 and message in err and "Traceback" not in err, err
+
+
+def test_eval_of_the_bundled_smollm2_on_a_prompts_file(tmp_path, capsys):
+    """A model target (the offline alias): its own answers to a prompts file, scored against the
+    file's reference answers; no base, no preference metrics (not a run)."""
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [
+        {"question": "What is the capital of France?", "answer": "Paris"},
+        {"question": "Name a primary colour.", "answer": "Red"},
+    ]
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    flags = ["--prompts.path", str(prompts), "--prompts.column", "question"]
+    flags += ["--prompts.reference_column", "answer", "--generation.max_new_tokens", "8"]
+    flags += ["--generation.chat_template", "true", "--objectives.overlap.scorer", "rouge:type=rouge1"]
+    flags += ["--objectives.words.scorer", "length:unit=words", "--quiet"]
+    status = main(["eval", "smollm2-135m-instruct", *flags, "--output", str(tmp_path / "out")])
+    assert status == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "out" / EVAL_FILE).read_text())
+    assert result["models"] == ["tuned"] and result["preference"] == {}
+    lines = [json.loads(line) for line in (tmp_path / "out" / GENERATIONS_FILE).read_text().splitlines()]
+    assert [line["reference"] for line in lines] == ["Paris", "Red"]
+    assert "Paris" in lines[0]["response"]  # the model answers (greedy, 8 tokens)
+    assert lines[0]["scores"]["overlap"] > 0 and 1 <= lines[0]["scores"]["words"] <= 8
