@@ -1,5 +1,5 @@
-# `make test`: create .venv if missing (or if the dependency spec changed), then ruff + pytest without the
-# tests marked `slow`; `make test-all`: the same with every test.
+# `make test`: create .venv if missing (or if the dependency spec changed), then ruff + mypy + pytest
+# without the tests marked `slow`; `make test-all`: the same with every test.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -61,8 +61,8 @@ def make_temp_dir(prefix: str, parent: Path) -> Path:
     return tmp
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Replace file ``path`` by what ``write(tmp_path)`` writes."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Replace file ``path`` by what ``write(tmp_path)`` writes (its return value is ignored)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -76,7 +76,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.remove(tmp)
 
 
-def atomic_save_dir(build: Callable[[Path], None], target: Path) -> Path:
+def atomic_save_dir(build: Callable[[Path], object], target: Path) -> Path:
     """Create directory ``target`` by calling ``build(tmp_dir)`` then renaming; safe under races
     (an existing ``target`` is kept: whoever renamed first won)."""
     if target.is_dir():

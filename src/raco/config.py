@@ -282,9 +282,12 @@ class RunConfig:
     def weights(self) -> list[float]:
         """Objective weights in order (uniform when none was given)."""
         given = [o.weight for o in self.objectives]
-        if all(w is None for w in given):
+        weights = [float(w) for w in given if w is not None]
+        if not weights:
             return [1.0 / len(given)] * len(given) if given else []
-        return [float(w) for w in given]
+        if len(weights) < len(given):  # see validate()
+            raise ConfigError("objectives.*.weight: give every objective a weight, or none")
+        return weights
 
 
 def method_plan(cfg: RunConfig) -> MethodPlan:
@@ -583,12 +586,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     if len(set(names)) != len(names):
         raise ConfigError(f"objectives: duplicate names in {names}")
     given = [o.weight for o in cfg.objectives]
-    if any(w is None for w in given) and not all(w is None for w in given):
+    weights = [w for w in given if w is not None]
+    if 0 < len(weights) < len(given):
         missing = [o.name for o in cfg.objectives if o.weight is None]
         raise ConfigError(f"objectives.{missing[0]}.weight: give every objective a weight, or none")
-    if given and given[0] is not None and abs(sum(given) - 1.0) > 1e-6:
+    if weights and abs(sum(weights) - 1.0) > 1e-6:
         raise ConfigError(
-            f"objectives.*.weight: weights {given} must lie on the simplex (sum to 1, got {sum(given):.6g})"
+            f"objectives.*.weight: weights {weights} must lie on the simplex "
+            f"(sum to 1, got {sum(weights):.6g})"
         )
     betas = cfg.train.adam_betas
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):

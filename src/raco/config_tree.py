@@ -13,20 +13,30 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import field
-from typing import Any
+from typing import Any, TypeGuard
+
+# A field's ``check(value)``: an error message, or None when the value is fine.
+Check = Callable[[Any], str | None]
 
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names the key."""
 
 
-def opt(default: Any = dataclasses.MISSING, help: str = "", choices: tuple = (), check=None, **kw):
+def opt(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    choices: tuple = (),
+    check: Check | None = None,
+    **kw: Any,
+) -> Any:
     """A config field with its help text, allowed ``choices`` and a ``check(value) -> error|None``."""
     return field(default=default, metadata=meta(help, choices, check), **kw)
 
 
-def meta(help: str, choices: tuple = (), check=None) -> dict:
+def meta(help: str, choices: tuple = (), check: Check | None = None) -> dict:
     """Field metadata: help text, allowed values, and a ``check(value) -> error|None``."""
     return {"help": help, "choices": choices, "check": check}
 
@@ -36,6 +46,11 @@ def meta(help: str, choices: tuple = (), check=None) -> dict:
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> TypeGuard[type]:
+    """Whether a type hint is a dataclass (a nested config section)."""
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -52,9 +67,9 @@ def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Fiel
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(tp):
+        if _is_dataclass_type(tp):
             out += leaf_fields(tp, key + ".")
-        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+        elif typing.get_origin(tp) is list and _is_dataclass_type(typing.get_args(tp)[0]):
             out += leaf_fields(typing.get_args(tp)[0], key + ".NAME.")
         else:
             out.append((key, f, tp))
@@ -171,9 +186,9 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
 
 
 def _build_value(f: dataclasses.Field, tp: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(tp):
+    if _is_dataclass_type(tp):
         return build(tp, value, key + ".")
-    if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+    if typing.get_origin(tp) is list and _is_dataclass_type(typing.get_args(tp)[0]):
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list of mappings, got {value!r}")
         item = typing.get_args(tp)[0]

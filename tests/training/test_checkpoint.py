@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -64,6 +65,18 @@ def test_rng_states_round_trip():
     ckpt.set_python_rng_state(python)
     ckpt.set_torch_rng_state(torch_state)
     assert _draw() == expected
+
+
+def test_a_replaced_numpy_generator_is_a_clear_error_not_an_unpacking_crash():
+    original = np.random.get_bit_generator()
+    np.random.set_bit_generator(np.random.PCG64(0))
+    try:
+        with warnings.catch_warnings(), pytest.raises(RuntimeError, match=r"PCG64.*restore MT19937"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's own note on the legacy state
+            ckpt.python_rng_state()
+    finally:
+        np.random.set_bit_generator(original)
+    assert isinstance(np.random.get_state(), tuple)
 
 
 def test_each_process_reads_its_own_random_state(tmp_path):

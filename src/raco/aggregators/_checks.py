@@ -78,7 +78,10 @@ def _correlation(h: np.ndarray, scale: float) -> tuple[list[list[float]] | np.nd
 
 
 def _lowest_eigenvalue(m: list[list[float]] | np.ndarray) -> float:
-    """Smallest eigenvalue of a symmetric matrix (closed forms for k ≤ 3: the common cases)."""
+    """Smallest eigenvalue of a symmetric matrix (closed forms for k ≤ 3: the common cases, which
+    ``_correlation`` hands over as lists)."""
+    if isinstance(m, np.ndarray):
+        return float(np.linalg.eigvalsh(m)[0])
     k = len(m)
     if k == 1:
         return m[0][0]

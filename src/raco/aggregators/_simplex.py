@@ -153,7 +153,9 @@ def _kink_assessment(p: np.ndarray, b: np.ndarray, h: np.ndarray, s: float, norm
     return _Assessment(linear + s * math.sqrt(norm2), upper - lower, norm2, 2.0 * s * math.sqrt(e))
 
 
-def _kink_multiplier(p: np.ndarray, support: np.ndarray, b: np.ndarray, h: np.ndarray, s: float):
+def _kink_multiplier(
+    p: np.ndarray, support: np.ndarray, b: np.ndarray, h: np.ndarray, s: float
+) -> np.ndarray | None:
     """KKT multiplier of a point with Gp = 0 on its face S = ``support``: the y (on S) of smallest
     ‖Σ_j y_j g_j‖ with (b + s·Hy)_i = pᵀb for every i ∈ S, i.e. y = H_SS⁺(pᵀb − b_S)/s, where the
     pseudo-inverse drops the eigen-directions v of H_SS that the zero rule calls Gv = 0. None if all."""
@@ -196,6 +198,7 @@ def solve(b: np.ndarray, h: np.ndarray, s: float) -> SimplexSolution:
     """
     k = h.shape[0]
     tol = _tolerance(b, h, s)
+    p: np.ndarray | None
     if k == 1:
         p = np.ones(1)
     elif k == 2:
@@ -205,7 +208,8 @@ def solve(b: np.ndarray, h: np.ndarray, s: float) -> SimplexSolution:
     else:
         p = _active_set(b, h, s, tol)
     result = None if p is None else _assess(p, b, h, s)
-    if k >= 3 and (result is None or not _certified(result, tol)):
+    # p (and so result) is None only for k >= 3, where a singular face stopped the solver.
+    if p is None or result is None or (k >= 3 and not _certified(result, tol)):
         p = _best_of(p, _enumerate(b, h, s, allow_fail=p is not None), b, h, s)
         result = _assess(p, b, h, s)
     if not _certified(result, tol):
@@ -218,9 +222,13 @@ def solve(b: np.ndarray, h: np.ndarray, s: float) -> SimplexSolution:
     return SimplexSolution(p=p, value=result.value, gap=result.gap, norm=math.sqrt(result.norm2))
 
 
-def _best_of(p: np.ndarray | None, q: np.ndarray | None, b: np.ndarray, h: np.ndarray, s: float):
+def _best_of(
+    p: np.ndarray | None, q: np.ndarray | None, b: np.ndarray, h: np.ndarray, s: float
+) -> np.ndarray:
     if p is None or q is None:
-        return q if p is None else p
+        best = q if p is None else p
+        assert best is not None, "_enumerate gives up (None) only when told that p exists"
+        return best
     return p if objective(p, b, h, s) <= objective(q, b, h, s) else q
 
 
@@ -406,7 +414,9 @@ def _active_set(b: np.ndarray, h: np.ndarray, s: float, tol: float) -> np.ndarra
     return None
 
 
-def _descend_in_face(b: np.ndarray, h: np.ndarray, s: float, face: list[int], p: np.ndarray):
+def _descend_in_face(
+    b: np.ndarray, h: np.ndarray, s: float, face: list[int], p: np.ndarray
+) -> np.ndarray | None:
     """From a feasible p supported in ``face``, move to the face's minimiser; when it leaves the
     simplex, stop at the boundary, drop the vanishing coordinates and repeat. None if singular."""
     while True:
@@ -420,7 +430,7 @@ def _descend_in_face(b: np.ndarray, h: np.ndarray, s: float, face: list[int], p:
         steps = p[idx][shrink] / (p[idx][shrink] - q[idx][shrink])
         p = p + float(steps.min()) * (q - p)
         face = [i for i in face if p[i] > 1e-15]
-        keep = np.zeros(len(p), dtype=bool)
+        keep: np.ndarray = np.zeros(len(p), dtype=bool)
         keep[face] = True
         p = np.where(keep, np.clip(p, 0.0, None), 0.0)
         p = p / p.sum()
@@ -441,8 +451,8 @@ def _enumerate(b: np.ndarray, h: np.ndarray, s: float, allow_fail: bool = False)
         )
     candidates = list(np.eye(k))
     for size in range(2, k + 1):
-        for face in itertools.combinations(range(k), size):
-            face = list(face)
+        for combination in itertools.combinations(range(k), size):
+            face = list(combination)
             q = _face_minimiser(b, h, s, face)
             if q is not None and (q >= 0.0).all():
                 candidates.append(q)

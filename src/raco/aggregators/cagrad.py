@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -11,12 +12,18 @@ from raco.aggregators._checks import check_c, check_gram, check_weights, to_outp
 from raco.aggregators._simplex import SimplexSolution, is_zero_norm, solve, spread
 from raco.aggregators._types import Aggregation
 
-RESCALE_FACTORS = {
+RESCALE_FACTORS: dict[str, Callable[[float], float]] = {
     "none": lambda c: 1.0,
     "1/(1+c^2)": lambda c: 1.0 / (1.0 + c * c),
     "1/(1+c)": lambda c: 1.0 / (1.0 + c),
 }
-_RESCALE_ALIASES = {None: "none", 0: "none", 1: "1/(1+c^2)", 2: "1/(1+c)", "1/(1+c²)": "1/(1+c^2)"}
+_RESCALE_ALIASES: dict[object, str] = {
+    None: "none",
+    0: "none",
+    1: "1/(1+c^2)",
+    2: "1/(1+c)",
+    "1/(1+c²)": "1/(1+c^2)",
+}
 
 
 def cagrad_dual(h: np.ndarray, w: np.ndarray, c: float) -> tuple[float, SimplexSolution | None]:
@@ -47,7 +54,7 @@ def correction_coefficients(w: np.ndarray, p: np.ndarray, h: np.ndarray, s: floa
 
 def _rescale_factor(rescale: object, c: float) -> float:
     key = _RESCALE_ALIASES.get(rescale, rescale) if not isinstance(rescale, bool) else rescale
-    if key not in RESCALE_FACTORS:
+    if not isinstance(key, str) or key not in RESCALE_FACTORS:
         raise ValueError(f"rescale must be one of {sorted(RESCALE_FACTORS)} (or 0/1/2), got {rescale!r}")
     return RESCALE_FACTORS[key](c)
 

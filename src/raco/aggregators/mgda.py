@@ -6,11 +6,11 @@ import numpy as np
 import torch
 
 from raco.aggregators._checks import check_gram, check_weights, to_output
-from raco.aggregators._simplex import solve
+from raco.aggregators._simplex import SimplexSolution, solve
 from raco.aggregators._types import Aggregation
 
 
-def _min_norm_point(h: np.ndarray):
+def _min_norm_point(h: np.ndarray) -> SimplexSolution:
     return solve(np.zeros(h.shape[0]), h, 1.0)
 
 

@@ -287,8 +287,9 @@ def _from_yaml(path: str) -> tuple[dict[str, Any], tuple[str, ...] | None]:
     items = tree.get("objectives") or []
     if not isinstance(items, list):
         raise DataError("expected a list of {name: ...} mappings", file=path, field="objectives")
-    names = [item.get("name") if isinstance(item, dict) else item for item in items]
-    if not all(isinstance(name, str) and name for name in names):
+    given = [item.get("name") if isinstance(item, dict) else item for item in items]
+    names = [name for name in given if isinstance(name, str) and name]
+    if len(names) < len(given):
         raise DataError("every objective needs a name", file=path, field="objectives")
     return dict(data), (tuple(names) if names else None)
 

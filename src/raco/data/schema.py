@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, overload
 
 Message: TypeAlias = dict[str, Any]
 """A chat message: ``{"role": "system" | "user" | "assistant" | ..., "content": str}``."""
@@ -66,7 +66,11 @@ class PreferenceDataset(Sequence[PreferenceRow]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, item):  # type: ignore[override]
+    @overload
+    def __getitem__(self, item: int) -> PreferenceRow: ...
+    @overload
+    def __getitem__(self, item: slice) -> list[PreferenceRow]: ...
+    def __getitem__(self, item: int | slice) -> PreferenceRow | list[PreferenceRow]:
         return self.rows[item]
 
     def __iter__(self) -> Iterator[PreferenceRow]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import io
 import json
 import lzma
 import sys
@@ -25,7 +26,11 @@ from raco.data.errors import DataError, closest_name
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TEXT_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".csv", ".tsv")
 FILE_SUFFIXES = (*TEXT_SUFFIXES, ".parquet")
-COMPRESSION: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+COMPRESSION: dict[str, Callable[..., io.BufferedIOBase]] = {
+    ".gz": gzip.open,
+    ".bz2": bz2.open,
+    ".xz": lzma.open,
+}
 """Compression suffix -> opener of the decompressed bytes (codecs that `datasets` also reads)."""
 _COMPRESSION_ERRORS = (OSError, EOFError, lzma.LZMAError)
 
@@ -154,7 +159,7 @@ def _load_file(path: Path) -> Records:
 
 
 @contextlib.contextmanager
-def _open_binary(path: Path, compression: str | None) -> Iterator[IO[bytes]]:
+def _open_binary(path: Path, compression: str | None) -> Iterator[IO[bytes] | io.BufferedIOBase]:
     """The file's bytes, decompressed; a damaged archive is a :class:`DataError` naming the file."""
     try:
         with COMPRESSION[compression](path, "rb") if compression else path.open("rb") as handle:

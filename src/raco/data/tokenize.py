@@ -184,8 +184,10 @@ def _truncate(
         budget = min(budget, max_length - 1)
     cut_prompt = budget < len(prompt)
     if cut_prompt:
-        keep_bos = bos_id is not None and prompt[0] == bos_id and budget > 1
-        prompt = [bos_id, *prompt[len(prompt) - budget + 1 :]] if keep_bos else prompt[len(prompt) - budget :]
+        if bos_id is not None and prompt[0] == bos_id and budget > 1:  # keep the BOS token
+            prompt = [bos_id, *prompt[len(prompt) - budget + 1 :]]
+        else:
+            prompt = prompt[len(prompt) - budget :]
     cut_response = False
     if max_length is not None:
         room = max_length - len(prompt)

@@ -225,7 +225,8 @@ class FusedCapture:
 
     def _hook_modules(self) -> list[RemovableHandle]:
         """Hook every module that uses trainable parameters; every trainable parameter must be covered."""
-        handles, covered = [], set()
+        handles: list[RemovableHandle] = []
+        covered: set[int] = set()  # id() of the parameters hooked so far
         for module in self.model.modules():
             if isinstance(module, _CONTAINERS):
                 continue

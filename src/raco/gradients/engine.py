@@ -84,7 +84,7 @@ def fused_mismatch(fused: gstore.ParamGrads, plain: gstore.ParamGrads, rtol: flo
     the norm of the whole plain gradient over n entries (so a parameter whose share is at rounding level
     is not judged by its own relative error)."""
     keys = set(fused) | set(plain)
-    sizes = {key: (plain.get(key) if key in plain else fused[key]).numel() for key in keys}
+    sizes = {key: (plain[key] if key in plain else fused[key]).numel() for key in keys}
     k = next(iter(plain.values() if plain else fused.values())).shape[0] if keys else 0
     total = torch.zeros(k, dtype=torch.float64)
     for q in plain.values():

@@ -56,7 +56,7 @@ def logit_positions(response_mask: Tensor) -> Tensor:
 
 
 @functools.cache
-def _selects_positions(forward_type: type) -> bool:
+def _selects_positions(forward_type: type[nn.Module]) -> bool:
     """Whether a ``*ForCausalLM.forward`` takes ``logits_to_keep`` (188 of the 196 causal LMs of
     transformers 5.24 do, through ``slice_logits_to_keep``, which accepts a boolean ``[R, T]`` mask)."""
     return "logits_to_keep" in inspect.signature(forward_type.forward).parameters
@@ -71,7 +71,7 @@ def kept_logits(causal_lm: nn.Module, batch: Batch, keep: Tensor) -> Tensor:
     DPO does), so nothing ``[R, T, V]``-sized is formed. Models without ``logits_to_keep`` give full
     logits, then indexed."""
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
-    if _selects_positions(type(causal_lm)):
+    if _selects_positions(type(causal_lm)):  # type: ignore[arg-type]  # mypy: type[Any] (torch unread) is not Hashable
         logits = causal_lm(**inputs, logits_to_keep=keep).logits
     else:
         logits = causal_lm(**inputs).logits

@@ -150,7 +150,10 @@ def compute_reference_table(reference: Reference, batches: Callable[[], list[Bat
     """``[n_rows, 2]`` log-probs of ``reference`` (y¹, y²) for every row of ``batches()``."""
     table = torch.full((n_rows, 2), float("nan"), dtype=torch.float32)
     for batch in batches():
-        logps = reference.logps(batch).float().cpu()
+        logps = reference.logps(batch)
+        if logps is None:
+            raise ValueError("a reference log-prob table needs a reference policy (not `none`)")
+        logps = logps.float().cpu()
         first, second = logps.chunk(2)
         table[batch["row_index"].cpu()] = torch.stack([first, second], dim=1)
     if torch.isnan(table).any():

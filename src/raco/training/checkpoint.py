@@ -140,8 +140,8 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found, key=lambda pair: pair[0])]
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -168,7 +168,13 @@ def _fsync_dir(folder: Path) -> None:
 def python_rng_state() -> dict[str, Any]:
     """Python and NumPy global RNG states as JSON-serialisable values."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state()
+    if not isinstance(numpy_state, tuple):  # a dict: the global generator is no longer MT19937
+        raise RuntimeError(
+            "checkpoints save NumPy's global random state as MT19937 (np.random.seed); it was replaced "
+            f"by {numpy_state['bit_generator']} (np.random.set_bit_generator): restore MT19937"
+        )
+    kind, keys, pos, has_gauss, cached = numpy_state
     return {
         "python": [version, list(internal), gauss],
         "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],

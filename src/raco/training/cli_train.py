@@ -64,7 +64,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         if key == "objectives.NAME.name":
             continue  # the name is part of the flag itself
         metavar = key.rsplit(".", 1)[-1].upper()
-        flag_kwargs = {"nargs": "?", "const": "true"} if tp is bool else {}  # `--overwrite` alone = true
+        # `--overwrite` alone = true
+        flag_kwargs: dict[str, Any] = {"nargs": "?", "const": "true"} if tp is bool else {}
         groups[section].add_argument(
             f"--{key}",
             dest=f"cfg:{key}",

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
@@ -237,6 +238,7 @@ def save_checkpoint(s: Session) -> Path | None:
     rng_states = ckpt.gather_to_main(ckpt.rng_state())
     path = None
     if s.accelerator.is_main_process:
+        assert rng_states is not None  # gather_to_main gives the list on the main process (rank 0)
         state = {
             "step": s.step,
             "skips_in_a_row": s.skips_in_a_row,
@@ -428,7 +430,7 @@ class _Interrupt:
 
     def __init__(self) -> None:
         self.hit = False
-        self.previous = None
+        self.previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():

@@ -115,7 +115,7 @@ class MetricsLog:
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Record ``metrics`` of ``step`` in the file and the trackers."""
-        if not self.main:
+        if self.handle is None:  # not the main process
             return
         record = {"step": step, **{k: json_safe(v) for k, v in metrics.items()}}
         self.handle.write(json.dumps(record) + "\n")

@@ -155,7 +155,8 @@ def prepare_run_dir(cfg: RunConfig, accelerator: Accelerator, resuming: bool) ->
             lock = lock_run_dir(run_dir)  # never clean or replace the directory of a live run
         if exists and not resuming:
             shutil.rmtree(run_dir)
-            lock = _release(lock)
+            _release(lock)
+            lock = None
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = lock or lock_run_dir(run_dir)
         if resuming:
@@ -203,7 +204,7 @@ def _load_model(cfg: RunConfig, tokenizer, kind: str) -> tuple[nn.Module, Refere
     """The policy and its reference (``cached``: adapters off or the initial weights, until the tables
     replace it)."""
     base = prepare_base(cfg.model, cfg.lora, len(tokenizer))
-    reference = frozen_copy(base) if kind == "copy" else NO_REFERENCE
+    reference: Reference = frozen_copy(base) if kind == "copy" else NO_REFERENCE
     policy = wrap_policy(base, cfg.model, cfg.lora)
     if kind == "adapter" or (kind == "cached" and cfg.lora.enabled):
         reference = AdapterReference(policy)

@@ -89,8 +89,8 @@ def load_pairwise(records: Records, spec: DataSpec) -> PreferenceDataset:
     collector = RowCollector(records, tuple(labels), spec.on_invalid)
     for number, row in records.numbered():
         with collector.at(number):
-            values = [get_field(row, f) for f in fields]
-            collector.add(*values, read_signs(row, labels), fields=fields)
+            prompt, first, second = (get_field(row, f) for f in fields)
+            collector.add(prompt, first, second, read_signs(row, labels), fields=fields)
     loads_as = f"objective{'s' if len(labels) > 1 else ''} {', '.join(labels)}"
     return note_label_columns(collector.dataset(), label_hint(records, unused, labels, loads_as))
 

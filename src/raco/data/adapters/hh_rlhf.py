@@ -17,7 +17,7 @@ from typing import Any
 
 from raco.data.collect import RowCollector, check_options, flag_option
 from raco.data.errors import DataError
-from raco.data.schema import Message, PreferenceDataset
+from raco.data.schema import Message, PreferenceDataset, Text
 from raco.data.sources import Records, get_field
 from raco.data.spec import DataSpec
 
@@ -38,13 +38,14 @@ def load_hh_rlhf(records: Records, spec: DataSpec) -> PreferenceDataset:
             if prompt != other_prompt:
                 collector.skip("chosen and rejected prompts differ")
                 continue
+            parts: tuple[Text, Text, Text] = (prompt, chosen, rejected)
             if options["messages"]:
-                prompt, chosen, rejected = (
+                parts = (
                     transcript_messages(prompt),
                     [{"role": "assistant", "content": chosen.strip()}],
                     [{"role": "assistant", "content": rejected.strip()}],
                 )
-            collector.add(prompt, chosen, rejected, (1,), fields=("chosen", "chosen", "rejected"))
+            collector.add(*parts, (1,), fields=("chosen", "chosen", "rejected"))
     return collector.dataset()
 
 

@@ -44,8 +44,8 @@ def load_pku_saferlhf(records: Records, spec: DataSpec) -> PreferenceDataset:
                 harmless = int(safety[0]) - int(safety[1])
             else:
                 harmless = _id_sign(row, "safer_response_id")
-            values = [get_field(row, f) for f in fields]
-            collector.add(*values, (helpful, harmless), fields=fields)
+            prompt, first, second = (get_field(row, f) for f in fields)
+            collector.add(prompt, first, second, (helpful, harmless), fields=fields)
     return collector.dataset()
 
 

@@ -45,7 +45,7 @@ def load_raco_reddit(records: Records, spec: DataSpec) -> PreferenceDataset:
         (c for c in PROMPT_COLUMNS if c in records.columns), None
     )
     if options["prompt_column"]:
-        records.require(prompt_column)
+        records.require(options["prompt_column"])
     collector = RowCollector(records, tuple(labels), spec.on_invalid, bad_pairs="skip")
     for number, row in records.numbered():
         with collector.at(number):
