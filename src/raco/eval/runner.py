@@ -81,12 +81,12 @@ def held_out_prompts(target: LoadedTarget, cfg: EvalConfig) -> Prompts:
         )
     from raco.training.inputs import load_rows
 
-    _names, _train, rows, _stats = load_rows(target.cfg)
+    _names, _train, held_out, _stats = load_rows(target.cfg)
     seen: dict[str, Text] = {}
-    for row in rows:
-        key = json.dumps(row.prompt, sort_keys=True)
+    for pair in held_out:
+        key = json.dumps(pair.prompt, sort_keys=True)
         if key not in seen and len(seen) < limit:
-            seen[key] = row.prompt
+            seen[key] = pair.prompt
     prompts = list(seen.values())
     return Prompts(prompts, [_text(p) for p in prompts], None)
 

@@ -23,7 +23,7 @@ from raco.data.collate import PairCollator
 from raco.data.collect import finalize
 from raco.data.inspect import sign_counts
 from raco.data.load import load_preference_data
-from raco.data.schema import PreferenceDataset, reindexed
+from raco.data.schema import PreferenceDataset, PreferenceRow, reindexed
 from raco.data.spec import DataSpec, spec_from_config
 from raco.data.tokenize import TokenizedPair, tokenize_dataset
 
@@ -67,7 +67,9 @@ def _split_holdout(dataset: PreferenceDataset, fraction: float, seed: int) -> tu
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
-def load_rows(cfg: RunConfig) -> tuple[tuple[str, ...], list, list, dict]:
+def load_rows(
+    cfg: RunConfig,
+) -> tuple[tuple[str, ...], list[PreferenceRow], list[PreferenceRow], dict]:
     """Train and eval rows (objectives ordered as in the config) and loading statistics."""
     loaded = load_preference_data(spec_from_config(cfg.data))
     check_objectives(cfg, loaded.objectives)
