@@ -65,8 +65,10 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_data(subparsers: argparse._SubParsersAction) -> None:
     from raco.data.inspect import add_inspect_arguments, run_inspect
+    from raco.data.label import DESCRIPTION as LABEL_DESCRIPTION
+    from raco.data.label import add_label_arguments, run_label
 
-    data = subparsers.add_parser("data", help="inspect preference data")
+    data = subparsers.add_parser("data", help="inspect preference data, derive an objective's signs")
     data_commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     inspect = data_commands.add_parser(
         "inspect",
@@ -77,6 +79,14 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
     )
     add_inspect_arguments(inspect)
     inspect.set_defaults(handler=run_inspect)
+    label = data_commands.add_parser(
+        "label",
+        help="add an objective's sign column by scoring both responses of every pair with a scorer",
+        description=LABEL_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_label_arguments(label)
+    label.set_defaults(handler=run_label)
 
 
 def _quiet_library_deprecations() -> None:
