@@ -37,8 +37,9 @@ from typing import Any, NamedTuple
 import yaml
 
 from raco.atomic import atomic_write
-from raco.config_tree import ConfigError, build, meta, opt, suggest
+from raco.config_tree import ConfigError, build, generic_key, meta, opt, set_dotted, suggest
 from raco.config_tree import leaf_fields as _leaf_fields
+from raco.eval.config import EvalObjective, GenerationSection, judged_objectives
 from raco.registry import (
     DATASET_ADAPTERS,
     DTYPE_NAMES,
@@ -263,6 +264,24 @@ class LogConfig:
 
 
 @dataclass
+class GenerationEvalConfig:
+    """Generation judged during training: the policy answers held-out prompts, scorers judge the answers
+    (docs/eval.md); logged as ``eval/<objective>/score``."""
+
+    generate_every: int = opt(
+        0,
+        "every N steps and at the end, answer held-out prompts and score the answers with "
+        "eval.objectives (0 = off)",
+        check=_non_negative,
+    )
+    max_prompts: int = opt(16, "held-out prompts answered each time", check=_positive)
+    objectives: list[EvalObjective] = field(
+        default_factory=list, metadata=meta("judged objectives: scorer and direction (raco eval's)")
+    )
+    generation: GenerationSection = field(default_factory=GenerationSection)
+
+
+@dataclass
 class RunConfig:
     """A whole training run."""
 
@@ -277,6 +296,7 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    eval: GenerationEvalConfig = field(default_factory=GenerationEvalConfig)
 
     @property
     def weights(self) -> list[float]:
@@ -493,34 +513,13 @@ def apply_override(tree: dict, key: str, value: Any) -> None:
     A TRL/transformers name (:data:`FOREIGN_NAMES`) sets its raco key when the meaning is the same (with
     a note), and is otherwise an error naming the raco key."""
     valid = [k for k, _, _ in leaf_fields()]
-    parts = key.split(".")
-    if parts[0] == "objectives" and len(parts) == 3:
-        generic = f"objectives.NAME.{parts[2]}"
-        if generic not in valid:
-            raise ConfigError(f"unknown option `--{key}`{suggest(generic, valid)}")
-        items = tree.setdefault("objectives", [])
-        if not isinstance(items, list):
-            raise ConfigError(f"objectives: expected a list of mappings, got {items!r}")
-        entry = next((o for o in items if isinstance(o, dict) and o.get("name") == parts[1]), None)
-        if entry is None:
-            entry = {"name": parts[1]}
-            items.append(entry)
-        entry[parts[2]] = value
-        return
-    if key not in valid and key in FOREIGN_NAMES:
+    if generic_key(RunConfig, key) not in valid and key in FOREIGN_NAMES:
         foreign = FOREIGN_NAMES[key]
         if not foreign.same:
             raise ConfigError(f"unknown option `--{key}`; {raco_name(key, value, _objective_names(tree))}")
         _alias_note(f"--{key}", f"--{foreign.key}")
-        key, parts = foreign.key, foreign.key.split(".")
-    if key not in valid:
-        raise ConfigError(f"unknown option `--{key}`{suggest(key, valid)}")
-    node = tree
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{part}: expected a mapping in the YAML file")
-    node[parts[-1]] = value
+        key = foreign.key
+    set_dotted(tree, RunConfig, key, value)
 
 
 def _read_foreign_names(tree: dict, origin: str = "") -> None:
@@ -610,6 +609,14 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("data.train: a training file or dataset name (or data.separate) is required")
     if cfg.data.train and cfg.data.separate:
         raise ConfigError("data.separate: give either data.train or data.separate, not both")
+    if cfg.eval.generate_every:
+        if not cfg.eval.objectives:
+            raise ConfigError(
+                "eval.generate_every: give eval.objectives to judge the answers by "
+                "(e.g. --eval.objectives.concise.scorer length:unit=words)"
+            )
+        judged_objectives(cfg.eval.objectives, "eval.objectives")  # specs checked, torch-free
+        cfg.eval.generation.settings()
     cfg.log.log_with = [name for name in cfg.log.log_with if name.lower() != "none"]
     _check_trackers(cfg.log.log_with)
     if cfg.data.max_prompt_length >= cfg.data.max_length:

@@ -200,3 +200,51 @@ def _build_value(f: dataclasses.Field, tp: Any, value: Any, key: str) -> Any:
 
 def _item_name(item: Any, index: int) -> str:
     return str(item.get("name", index)) if isinstance(item, dict) else str(index)
+
+
+def generic_key(cls: type, key: str) -> str:
+    """``key`` with the item names of lists of dataclasses replaced by ``NAME``, as :func:`leaf_fields`
+    lists it (``objectives.helpful.weight`` -> ``objectives.NAME.weight``)."""
+    parts, out = key.split("."), []
+    tp: Any = cls
+    position = 0
+    while position < len(parts):
+        part = parts[position]
+        out.append(part)
+        hints = _hints(tp) if _is_dataclass_type(tp) else {}
+        field_type = _unwrap_optional(hints[part])[0] if part in hints else None
+        if typing.get_origin(field_type) is list and _is_dataclass_type(typing.get_args(field_type)[0]):
+            if position + 1 < len(parts):
+                out.append("NAME")
+                position += 1
+            tp = typing.get_args(field_type)[0]
+        else:
+            tp = field_type
+        position += 1
+    return ".".join(out)
+
+
+def set_dotted(tree: dict, cls: type, key: str, value: Any, flag: str = "--") -> None:
+    """Set dotted ``key`` of config class ``cls`` in the nested mapping ``tree``; in a list of
+    dataclasses the part after the list's name is an item's ``name``, found or created
+    (``objectives.helpful.weight``). An unknown key is a ``ConfigError`` with a suggestion."""
+    valid = [k for k, _, _ in leaf_fields(cls)]
+    generic = generic_key(cls, key)
+    if generic not in valid:
+        raise ConfigError(f"unknown option `{flag}{key}`{suggest(generic, valid)}")
+    parts, shape = key.split("."), generic.split(".")
+    node: Any = tree
+    for position, part in enumerate(parts[:-1]):
+        if shape[position] == "NAME":
+            items = node
+            node = next((o for o in items if isinstance(o, dict) and o.get("name") == part), None)
+            if node is None:
+                node = {"name": part}
+                items.append(node)
+            continue
+        is_list = position + 1 < len(shape) and shape[position + 1] == "NAME"
+        node = node.setdefault(part, [] if is_list else {})
+        if not isinstance(node, list if is_list else dict):
+            kind = "a list of mappings" if is_list else "a mapping"
+            raise ConfigError(f"{'.'.join(parts[: position + 1])}: expected {kind}, got {node!r}")
+    node[parts[-1]] = value

@@ -63,6 +63,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("eval-objective", "rewards/accuracies", "held-out accuracy; ties count half (start: 0.5)"),
     Metric("eval-objective", "rewards/margins", "mean held-out lead β·s_i·(r¹ − r²) of the preferred one"),
     Metric("eval-objective", "pairs", "held-out pairs with s_i ≠ 0 (the n of the three above)"),
+    Metric("eval-objective", "score", "mean scorer value of answers to held-out prompts (eval.objectives)"),
     Metric("eval-step", "weighted_accuracy", "Σ_i w_i · eval/<objective>/rewards/accuracies"),
     Metric("eval-step", "mean_accuracy", "mean of eval/<objective>/rewards/accuracies (mgda: not steered)"),
 )

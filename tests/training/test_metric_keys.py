@@ -13,7 +13,13 @@ from raco.training.loop import train
 from raco.training.metrics import read_metrics
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
-OBJECTIVES = ("friendly", "concise")
+OBJECTIVES = ("friendly", "concise", "words")  # the run's, and eval.objectives' "words"
+JUDGED = {  # eval.generate_every: answers to held-out prompts, judged by a length scorer
+    "eval.generate_every": 1,
+    "eval.max_prompts": 2,
+    "eval.generation.max_new_tokens": 2,
+    "eval.objectives": [{"name": "words", "scorer": "length:unit=characters"}],
+}
 
 
 def _logged_keys(result) -> set[str]:
@@ -26,7 +32,7 @@ def test_every_logged_key_is_documented_and_every_documented_key_is_logged(tiny_
     them log every documented metric, and nothing undocumented."""
     seen: dict[str, set[str]] = {}
     for name, overrides in (
-        ("raco", {"train.max_steps": 2, "log.every": 1}),
+        ("raco", {"train.max_steps": 2, "log.every": 1, **JUDGED}),
         ("mgda-float16", {"method.name": "mgda", "model.dtype": "float16", "train.max_steps": 1}),
     ):
         tree = tiny_config(**overrides)

@@ -13,6 +13,7 @@ from raco.cli import main
 from raco.eval.config import load_eval_config
 from raco.eval.runner import EVAL_FILE, GENERATIONS_FILE, evaluate_target
 from raco.training.loop import train
+from raco.training.metrics import read_metrics
 
 SCORER_FILE = """
 def exclamations(prompts, responses):
@@ -167,3 +168,39 @@ def test_eval_of_the_bundled_smollm2_on_a_prompts_file(tmp_path, capsys):
     assert [line["reference"] for line in lines] == ["Paris", "Red"]
     assert "Paris" in lines[0]["response"]  # the model answers (greedy, 8 tokens)
     assert lines[0]["scores"]["overlap"] > 0 and 1 <= lines[0]["scores"]["words"] <= 8
+
+
+def test_generation_judged_during_training_matches_raco_eval(tiny_config, tmp_path):
+    """eval.generate_every logs eval/<objective>/score at its steps and at the end; the final value is
+    what `raco eval` computes for the finished run with the same prompts and settings."""
+    judged = [{"name": "chars", "scorer": "length:unit=characters", "direction": "lower"}]
+    tree = tiny_config(**{"train.max_steps": 3, "eval.generate_every": 2, "eval.max_prompts": 3})
+    tree["eval"].update(objectives=judged, generation={"max_new_tokens": 5})
+    result = train(tree)
+    scored = [r for r in read_metrics(result.run_dir) if "eval/chars/score" in r]
+    assert [r["step"] for r in scored] == [2, 3]  # every 2 steps, and at the end
+    final = result.final_metrics["eval/chars/score"]
+    assert json.loads(result.summary_file.read_text())["final_metrics"]["eval/chars/score"] == final
+    cfg = load_eval_config(
+        None,
+        {
+            "objectives.chars.scorer": "length:unit=characters",
+            "generation.max_new_tokens": "5",
+            "prompts.max_prompts": "3",
+            "preference": "false",
+            "base": "false",
+        },
+    )
+    evaluated = evaluate_target(result.run_dir, cfg, tmp_path / "out", progress=False)
+    assert evaluated["objectives"]["chars"]["tuned"] == pytest.approx(final, rel=1e-12)
+
+
+def test_generate_every_needs_objectives_and_held_out_prompts(tiny_config):
+    from raco.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"give eval\.objectives"):
+        train(tiny_config(**{"eval.generate_every": 1}))
+    tree = tiny_config(**{"eval.generate_every": 1, "data.eval": None, "data.eval_fraction": 0.0})
+    tree["eval"]["objectives"] = [{"name": "n", "scorer": "length"}]
+    with pytest.raises(ConfigError, match="no held-out prompts"):
+        train(tree)

@@ -103,14 +103,14 @@ def test_warnings_go_to_the_run_log_and_only_actionable_ones_to_the_console(
     monkeypatch.setattr(simplex, "_certified", lambda *a, **k: False)
     evaluate = loop.run_evaluation
 
-    def noisy_evaluation(s):
+    def noisy_evaluation(s, *args, **kwargs):
         warnings.warn("`past_key_values` as a tuple is deprecated (simulated)", FutureWarning, stacklevel=1)
         warnings.warn(
             "the fused one-backward path does not support this model (simulated); using the plain path",
             RuntimeWarning,
             stacklevel=1,
         )
-        return evaluate(s)
+        return evaluate(s, *args, **kwargs)
 
     monkeypatch.setattr(loop, "run_evaluation", noisy_evaluation)
     tree = tiny_config(**{"train.max_steps": 2, "train.eval_every": 1})

@@ -37,7 +37,7 @@ from raco.data.adapters.generic import DEFAULT_OBJECTIVE, SIGN_PREFIX, label_col
 from raco.data.adapters.raco_reddit import LABELS, OPTIONAL_LABELS
 from raco.data.errors import DataError
 from raco.data.inspect import DATA_FLAGS, MAPPING_METAVARS, SIGN_KEYS, inspect_spec
-from raco.data.schema import Text
+from raco.data.schema import prompt_text, response_text
 from raco.data.sources import JSONL_SUFFIXES, Records, load_records, quiet_progress_bars
 from raco.data.spec import DataSpec
 
@@ -289,7 +289,7 @@ def _pairs(
     pairs = get_adapter(adapter)(copy, spec).rows
     numbers = [int(str(row.source).rsplit(":", 1)[1]) for row in pairs]
     texts = [
-        (_prompt_text(row.prompt), _response_text(row.response_1), _response_text(row.response_2))
+        (prompt_text(row.prompt), response_text(row.response_1), response_text(row.response_2))
         for row in pairs
     ]
     return numbers, texts
@@ -337,27 +337,10 @@ def _implicit_objective(records: Records, spec: DataSpec, layout: str, column: s
     return {} if implicit == column else {implicit: 1}
 
 
-def _prompt_text(prompt: Text) -> str:
-    """A prompt's text: itself, or the last user message of a conversation (else its last message)."""
-    if isinstance(prompt, str):
-        return prompt
-    users = [m for m in prompt if m.get("role") == "user"]
-    last = (users or prompt)[-1:] if prompt else []
-    return str(last[0].get("content", "")) if last else ""
-
-
-def _response_text(response: Text) -> str:
-    """A response's text: itself, or the content of its assistant message(s)."""
-    if isinstance(response, str):
-        return response
-    turns = [m for m in response if m.get("role") == "assistant"] or response
-    return "\n".join(str(m.get("content", "")) for m in turns)
-
-
 def _reference(row: dict[str, Any], column: str) -> str:
     value = row.get(column)
     if isinstance(value, list):
-        return _response_text(value)
+        return response_text(value)
     return "" if value is None else str(value)
 
 

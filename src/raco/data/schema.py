@@ -6,6 +6,7 @@ Sign convention (docs/algorithm.md §1): ``+1`` objective prefers ``response_1``
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias, overload
@@ -94,3 +95,30 @@ def merge_skips(*parts: Mapping[str, int]) -> dict[str, int]:
         for reason, count in part.items():
             add_skip(total, reason, count)
     return total
+
+
+def prompt_text(prompt: Text) -> str:
+    """A prompt's text: itself, or the last user message of a conversation (else its last message)."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m for m in prompt if m.get("role") == "user"]
+    last = (users or prompt)[-1:] if prompt else []
+    return str(last[0].get("content", "")) if last else ""
+
+
+def response_text(response: Text) -> str:
+    """A response's text: itself, or the content of its assistant message(s)."""
+    if isinstance(response, str):
+        return response
+    turns = [m for m in response if m.get("role") == "assistant"] or response
+    return "\n".join(str(m.get("content", "")) for m in turns)
+
+
+def distinct_prompts(rows: Sequence[PreferenceRow], limit: int | None = None) -> list[Text]:
+    """The rows' prompts, each once, in order of first appearance (at most ``limit``)."""
+    seen: dict[str, Text] = {}
+    for row in rows:
+        if limit is not None and len(seen) >= limit:
+            break
+        seen.setdefault(json.dumps(row.prompt, sort_keys=True), row.prompt)
+    return list(seen.values())

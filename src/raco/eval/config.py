@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from raco.config_tree import ConfigError, build, leaf_fields, meta, opt, suggest
+from raco.config_tree import ConfigError, build, meta, opt, set_dotted
 from raco.eval.generate import BACKENDS, GenerationConfig
 from raco.eval.scorers import DIRECTIONS, ObjectiveScorer, ScorerError
 
@@ -35,14 +35,25 @@ class EvalObjective:
     )
     direction: str = opt("higher", "which scores are better", choices=DIRECTIONS)
 
-    def judged(self) -> ObjectiveScorer:
-        """The checked scorer and direction (a ``ScorerError`` names this objective)."""
+    def judged(self, where: str = "objectives") -> ObjectiveScorer:
+        """The checked scorer and direction (errors name ``<where>.<name>``)."""
         if self.scorer in (None, ""):
-            raise ConfigError(f"objectives.{self.name}.scorer: a value is required (e.g. length:unit=words)")
+            raise ConfigError(f"{where}.{self.name}.scorer: a value is required (e.g. length:unit=words)")
         try:
             return ObjectiveScorer(self.scorer, self.direction)  # type: ignore[arg-type]
         except ScorerError as err:
-            raise ConfigError(f"objectives.{self.name}: {err}") from None
+            raise ConfigError(f"{where}.{self.name}: {err}") from None
+
+
+def judged_objectives(
+    objectives: list[EvalObjective], where: str = "objectives"
+) -> dict[str, ObjectiveScorer]:
+    """Objective name → checked scorer and direction; a name listed twice is an error."""
+    names = [o.name for o in objectives]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise ConfigError(f"{where}: {duplicate!r} is listed twice")
+    return {o.name: o.judged(where) for o in objectives}
 
 
 @dataclass
@@ -107,33 +118,7 @@ class EvalConfig:
 
     def judged(self) -> dict[str, ObjectiveScorer]:
         """Objective name → checked scorer and direction."""
-        names = [o.name for o in self.objectives]
-        duplicate = next((n for n in names if names.count(n) > 1), None)
-        if duplicate:
-            raise ConfigError(f"objectives: {duplicate!r} is listed twice")
-        return {o.name: o.judged() for o in self.objectives}
-
-
-def _set(tree: dict, key: str, value: Any) -> None:
-    """Set dotted ``key`` in ``tree``; ``objectives.NAME.FIELD`` finds or creates the objective NAME."""
-    valid = [k for k, _, _ in leaf_fields(EvalConfig)]
-    parts = key.split(".")
-    if parts[0] == "objectives" and len(parts) == 3:
-        if f"objectives.NAME.{parts[2]}" not in valid:
-            raise ConfigError(f"unknown option `--{key}`{suggest(f'objectives.NAME.{parts[2]}', valid)}")
-        items = tree.setdefault("objectives", [])
-        entry = next((o for o in items if isinstance(o, dict) and o.get("name") == parts[1]), None)
-        if entry is None:
-            entry = {"name": parts[1]}
-            items.append(entry)
-        entry[parts[2]] = value
-        return
-    if key not in valid:
-        raise ConfigError(f"unknown option `--{key}`{suggest(key, valid)}")
-    node = tree
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
+        return judged_objectives(self.objectives)
 
 
 def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> EvalConfig:
@@ -151,7 +136,7 @@ def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] |
     if isinstance(tree.get("objectives"), dict):  # {name: {scorer, direction}} reads as a list
         tree["objectives"] = [{"name": k, **(v or {})} for k, v in tree["objectives"].items()]
     for key, value in (overrides or {}).items():
-        _set(tree, key, value)
+        set_dotted(tree, EvalConfig, key, value)
     cfg = build(EvalConfig, tree)
     cfg.judged()  # every spec checked now, before a model loads
     cfg.generation.settings()

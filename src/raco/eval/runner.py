@@ -30,7 +30,7 @@ from typing import Any
 
 from raco.atomic import give_umask_modes
 from raco.config_tree import ConfigError
-from raco.data.schema import Text
+from raco.data.schema import Text, distinct_prompts, prompt_text
 from raco.data.sources import get_field, load_records
 from raco.eval.config import EvalConfig
 from raco.eval.generate import generate
@@ -51,14 +51,6 @@ class Prompts:
     references: list[str] | None
 
 
-def _text(value: Text) -> str:
-    """The text a scorer sees of a prompt or answer: the last user (or any) message's content."""
-    if isinstance(value, str):
-        return value
-    users = [m.get("content", "") for m in value if m.get("role") == "user"]
-    return str(users[-1] if users else (value[-1].get("content", "") if value else ""))
-
-
 def held_out_prompts(target: LoadedTarget, cfg: EvalConfig) -> Prompts:
     """The prompts of ``prompts.path``, else the run's held-out pairs' distinct prompts, in order."""
     limit = cfg.prompts.max_prompts
@@ -74,7 +66,7 @@ def held_out_prompts(target: LoadedTarget, cfg: EvalConfig) -> Prompts:
             if cfg.prompts.reference_column
             else None
         )
-        return Prompts(prompts, [_text(p) for p in prompts], references)
+        return Prompts(prompts, [prompt_text(p) for p in prompts], references)
     if target.cfg is None:
         raise ConfigError(
             f"{target.name} is a model, not a run: give the prompts to answer with --prompts.path FILE"
@@ -82,13 +74,8 @@ def held_out_prompts(target: LoadedTarget, cfg: EvalConfig) -> Prompts:
     from raco.training.inputs import load_rows
 
     _names, _train, held_out, _stats = load_rows(target.cfg)
-    seen: dict[str, Text] = {}
-    for pair in held_out:
-        key = json.dumps(pair.prompt, sort_keys=True)
-        if key not in seen and len(seen) < limit:
-            seen[key] = pair.prompt
-    prompts = list(seen.values())
-    return Prompts(prompts, [_text(p) for p in prompts], None)
+    prompts = distinct_prompts(held_out, limit)
+    return Prompts(prompts, [prompt_text(p) for p in prompts], None)
 
 
 def preference_metrics(target: LoadedTarget, model: Any, reference: Any, cfg: EvalConfig) -> dict[str, float]:

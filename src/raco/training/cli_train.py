@@ -61,7 +61,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         if section not in groups:
             title = f"{section} options" if section != "objectives" else "objectives (per name)"
             groups[section] = parser.add_argument_group(title)
-        if key == "objectives.NAME.name":
+        if key.endswith("objectives.NAME.name"):
             continue  # the name is part of the flag itself
         metavar = key.rsplit(".", 1)[-1].upper()
         # `--overwrite` alone = true

@@ -23,7 +23,7 @@ from raco.data.collate import PairCollator
 from raco.data.collect import finalize
 from raco.data.inspect import sign_counts
 from raco.data.load import load_preference_data
-from raco.data.schema import PreferenceDataset, PreferenceRow, reindexed
+from raco.data.schema import PreferenceDataset, PreferenceRow, Text, distinct_prompts, reindexed
 from raco.data.spec import DataSpec, spec_from_config
 from raco.data.tokenize import TokenizedPair, tokenize_dataset
 
@@ -36,6 +36,7 @@ class PreparedData:
     train: list[TokenizedPair]
     eval: list[TokenizedPair]
     stats: dict = field(default_factory=dict)
+    eval_prompts: list[Text] = field(default_factory=list)  # the held-out rows' distinct prompts
 
 
 def check_objectives(cfg: RunConfig, available: tuple[str, ...]) -> None:
@@ -107,7 +108,7 @@ def prepare_data(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) -> Prepared
         train_signs=sign_counts((pair["signs"] for pair in train), names),
         truncation={"train": train_cut.as_dict(), "eval": eval_cut.as_dict()},
     )
-    return PreparedData(names, train, evaluation, stats)
+    return PreparedData(names, train, evaluation, stats, distinct_prompts(eval_rows))
 
 
 @dataclass(frozen=True)

@@ -415,14 +415,20 @@ def _free_memory(s: Session) -> None:
         torch.cuda.empty_cache()
 
 
-def run_evaluation(s: Session) -> dict[str, float]:
-    """Held-out metrics (empty when there is no evaluation data)."""
-    if not s.data.eval:
-        return {}
-    batches = (s.to_device(b) for b in eval_batches(s.data.eval, s.collator, s.cfg.train.eval_batch_size))
-    with s.autocast():
-        weights = None if s.cfg.method.name == "mgda" else s.cfg.weights  # mgda is not steered by w
-        return evaluate(s.model, batches, s.specs, weights, s.eval_reference)
+def run_evaluation(s: Session, pairs: bool = True, generation: bool = False) -> dict[str, float]:
+    """Held-out metrics: preference metrics on the held-out ``pairs`` (none without evaluation data),
+    and with ``generation`` the judged answers to held-out prompts (``eval.generate_every``)."""
+    metrics: dict[str, float] = {}
+    if pairs and s.data.eval:
+        size = s.cfg.train.eval_batch_size
+        batches = (s.to_device(b) for b in eval_batches(s.data.eval, s.collator, size))
+        with s.autocast():
+            weights = None if s.cfg.method.name == "mgda" else s.cfg.weights  # mgda is not steered by w
+            metrics.update(evaluate(s.model, batches, s.specs, weights, s.eval_reference))
+    if generation and s.judge is not None:
+        model = s.accelerator.unwrap_model(s.model)
+        metrics.update(s.judge.metrics(model, s.tokenizer, s.autocast))
+    return metrics
 
 
 class _Interrupt:
@@ -467,8 +473,10 @@ def _loop(s: Session, log: MetricsLog, on_step: StepCallback | None, warned: War
                     "try a smaller train.batch_size or model.gradient_checkpointing"
                 ) from err
             s.step += 1
-            if s.step < s.plan.total_steps and _due(s.step, cfg.train.eval_every, 0):
-                metrics.update(run_evaluation(s))
+            pairs = _due(s.step, cfg.train.eval_every, 0)
+            generation = _due(s.step, cfg.eval.generate_every, 0)
+            if s.step < s.plan.total_steps and (pairs or generation):
+                metrics.update(run_evaluation(s, pairs, generation))
             if _due(s.step, cfg.log.every, s.plan.total_steps) or any(k.startswith("eval/") for k in metrics):
                 log.log(s.step, metrics)
             log.advance(s.step, metrics)
@@ -531,7 +539,7 @@ def _run(s: Session, on_step: StepCallback | None, warned: WarningLog) -> TrainR
         if not resumed_final:
             _loop(s, log, on_step, warned)
             warned.when = "final evaluation"
-            final_eval = run_evaluation(s)
+            final_eval = run_evaluation(s, generation=True)
             if final_eval:
                 log.log(s.step, final_eval)
             s.last_metrics.update(final_eval)

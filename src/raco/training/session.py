@@ -47,6 +47,7 @@ from raco.models.reference import (
 )
 from raco.training.checkpoint import lock_run_dir, remove_stale_temporaries
 from raco.training.inputs import PreparedData, StepPlan, eval_batches, make_plan, prepare_data
+from raco.training.judge import GenerationJudge
 from raco.training.precision import DynamicLossScale, autocast, uses_mixed_float16
 
 CONFIG_FILE = "config.yaml"
@@ -82,6 +83,7 @@ class Session:
     log: Any = None  # the MetricsLog while running (its record count goes into checkpoints)
     stop_requested: bool = False  # Ctrl-C on any process, agreed on by all at the step's all-reduce
     lock: Any = None  # the run directory's lock (main process), held from setup to the end of run
+    judge: GenerationJudge | None = None  # eval.generate_every: answers to held-out prompts, scored
 
     def release(self) -> None:
         """Let other processes use the run directory (at the end of ``run``)."""
@@ -258,6 +260,7 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
     set_seed(cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg, tokenizer)  # checks objectives against the data: before the model loads
+    judge = GenerationJudge.build(cfg, data.eval_prompts, tokenizer)  # scorers load before the model
     plan = make_plan(cfg, len(data.train), accelerator.num_processes)
     specs = objective_specs(cfg)
     kind = reference_kind(cfg, specs)
@@ -296,6 +299,7 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
         reference,
     )
     session.loss_scale.enabled = uses_mixed_float16(cfg.model.dtype)
+    session.judge = judge
     if kind == "cached":
         with session.autocast():
             session.reference, session.eval_reference = _cached_tables(session, fingerprint)
