@@ -1,0 +1,1 @@
+"""Sweeps over methods, weights and seeds: Pareto fronts, hypervolume, plots and reports."""
