@@ -26,6 +26,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_eval(subparsers)
     _add_export(subparsers)
+    _add_report(subparsers)
     return parser
 
 
@@ -61,6 +62,19 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     )
     add_export_arguments(export)
     export.set_defaults(handler=run_export)
+
+
+def _add_report(subparsers: argparse._SubParsersAction) -> None:
+    from raco.sweep.report import DESCRIPTION, add_report_arguments, run_report
+
+    report = subparsers.add_parser(
+        "report",
+        help="plots and a Markdown + self-contained HTML report of a run or a sweep",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_report_arguments(report)
+    report.set_defaults(handler=run_report)
 
 
 def _add_data(subparsers: argparse._SubParsersAction) -> None:
