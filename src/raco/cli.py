@@ -25,6 +25,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_data(subparsers)
     _add_train(subparsers)
     _add_eval(subparsers)
+    _add_sweep(subparsers)
     _add_export(subparsers)
     _add_report(subparsers)
     return parser
@@ -49,6 +50,20 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser
     )
     add_eval_arguments(parser)
     return parser
+
+
+def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
+    # Sweep keys given as flags (--methods, --overrides.train.max_steps, --slurm.*) are leftovers of
+    # parse_known_args, as for `raco eval`.
+    from raco.sweep.cli import DESCRIPTION, add_sweep_arguments
+
+    parser = subparsers.add_parser(
+        "sweep",
+        help="train and evaluate methods × weights × seeds; Pareto fronts and hypervolume",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_sweep_arguments(parser)
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
@@ -130,6 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args, rest = parser.parse_known_args(argv)
         return run_eval(args, rest)
+    if argv[:1] == ["sweep"]:
+        from raco.sweep.cli import run_sweep_command
+
+        args, rest = parser.parse_known_args(argv)
+        return run_sweep_command(args, rest, argv)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:

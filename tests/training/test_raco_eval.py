@@ -204,3 +204,14 @@ def test_generate_every_needs_objectives_and_held_out_prompts(tiny_config):
     tree["eval"]["objectives"] = [{"name": "n", "scorer": "length"}]
     with pytest.raises(ConfigError, match="no held-out prompts"):
         train(tree)
+
+
+def test_full_run_preference_metrics_without_the_base_evaluation(tiny_config, tmp_path):
+    """--no-base still loads the initial weights of a full fine-tuning run: they are its reference."""
+    result = train(tiny_config(**{"train.max_steps": 2, "model.reference": "cached"}))
+    out = evaluate_target(
+        result.run_dir, load_eval_config(None, {"base": "false"}), tmp_path / "o", progress=False
+    )
+    key = "friendly/rewards/accuracies"
+    assert out["models"] == ["tuned"]
+    assert out["preference"]["tuned"][key] == pytest.approx(result.final_metrics[f"eval/{key}"], rel=1e-5)

@@ -132,6 +132,11 @@ def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] |
             raise ConfigError(f"cannot read eval config {path}: {err}") from err
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
+    return eval_config_from_tree(tree, overrides)
+
+
+def eval_config_from_tree(tree: dict, overrides: dict[str, Any] | None = None) -> EvalConfig:
+    """:func:`load_eval_config` of a nested mapping (not modified)."""
     tree = copy.deepcopy(tree)
     if isinstance(tree.get("objectives"), dict):  # {name: {scorer, direction}} reads as a list
         tree["objectives"] = [{"name": k, **(v or {})} for k, v in tree["objectives"].items()]

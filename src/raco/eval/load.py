@@ -92,7 +92,9 @@ def _tokenizer(folder: Path) -> Any:
 
 
 def load_run(run_dir: str | Path, *, device: str = "auto", with_base: bool = True) -> LoadedTarget:
-    """A finished run's tuned policy, tokenizer, reference and (``with_base``) starting model."""
+    """A finished run's tuned policy, tokenizer, reference and starting model. ``with_base=False``
+    skips loading the starting model where it would be a second copy (full fine-tuning), at the price
+    of no reference (no preference metrics) and no base evaluation."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 

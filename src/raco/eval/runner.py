@@ -146,7 +146,8 @@ def evaluate_target(
     output = Path(output)
     _check_output(output, overwrite)
     judged = cfg.judged()
-    loaded = load_target(target, device=cfg.device, with_base=cfg.base != "false")
+    # full fine-tuning: the starting model is also the reference of the preference metrics
+    loaded = load_target(target, device=cfg.device, with_base=cfg.base != "false" or cfg.preference)
     with_base = cfg.base == "true" or (cfg.base == "auto" and loaded.is_run)
     if with_base and not loaded.is_run:
         raise ConfigError(f"base: true needs a run directory (its starting model); {target} is a model")

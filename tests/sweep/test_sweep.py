@@ -1,0 +1,170 @@
+"""`raco sweep` end to end on the tiny model: 2 methods × 3 weight vectors, every point a normal run
+directory judged by raco eval against the base model evaluated once; reference log-probs computed once
+and shared; resumable after any kind of interruption; bad sweeps refused before anything long."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raco.cli import main
+from raco.sweep.config import dirichlet, load_sweep_config, point_id, simplex_grid
+from raco.sweep.run import FRONT_JSON, RESULTS_CSV, RESULTS_JSON, Launcher, run_sweep
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from toy_data import tiny_tree, write_toy
+
+EVAL = {
+    "objectives": [{"name": "chars", "scorer": "length:unit=characters", "direction": "lower"}],
+    "generation": {"max_new_tokens": 3},
+    "prompts": {"max_prompts": 2},
+    "eval_batch_size": 32,
+}
+
+
+def _files(root: Path) -> Path:
+    train = write_toy(root / "train.jsonl", 48, seed=0)
+    held_out = write_toy(root / "eval.jsonl", 16, seed=1)
+    tree = tiny_tree(train, held_out, root / "unused", **{"train.max_steps": 2})
+    tree["model"]["reference"] = "auto"
+    (root / "train.yaml").write_text(yaml.safe_dump(tree))
+    sweep = {
+        "train": "train.yaml",
+        "methods": ["raco", "weighted_sum"],
+        "weights": {"vectors": [[0.8, 0.2], [0.5, 0.5], [0.2, 0.8]]},
+        "seeds": [0],
+        "eval": EVAL,
+        "output_dir": str(root / "sweep"),
+    }
+    (root / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    return root / "sweep.yaml"
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """A finished 6-point sweep (and the cache folder its points shared)."""
+    root = tmp_path_factory.mktemp("sweep")
+    cache = root / "cache"
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RACO_CACHE", str(cache))
+    try:
+        sweep_file = _files(root)
+        status = main(["sweep", "--config", str(sweep_file)])
+    finally:
+        patch.undo()
+    assert status == 0
+    return root, sweep_file, cache
+
+
+def test_results_follow_from_the_points_and_the_base(done):
+    root, _, cache = done
+    folder = root / "sweep"
+    results = json.loads((folder / RESULTS_JSON).read_text())
+    ids = [p["id"] for p in results["points"]]
+    assert len(ids) == 6 and ids[0] == point_id("raco", (0.8, 0.2), 0)
+    base = json.loads((folder / "base-eval" / "eval.json").read_text())["objectives"]["chars"]["base"]
+    assert results["base"] == {"chars": base} and results["directions"] == {"chars": "lower"}
+    for point in results["points"]:
+        run = folder / point["run_dir"]
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        assert config["method"]["name"] == point["method"]
+        assert [o["weight"] for o in config["objectives"]] == list(point["weights"].values())
+        tuned = json.loads((run / "eval" / "eval.json").read_text())["objectives"]["chars"]["tuned"]
+        assert point["scores"]["chars"] == tuned
+        assert point["improvements"]["chars"] == pytest.approx(base - tuned)  # lower is better
+        assert set(point["preference"]) == {
+            "eval/friendly/rewards/accuracies",
+            "eval/concise/rewards/accuracies",
+        }
+        assert point["stability"]["skipped_steps"] == 0
+    fronts = json.loads((folder / FRONT_JSON).read_text())
+    assert fronts["reference_point"] == {"chars": base}
+    assert set(fronts["methods"]) == {"raco", "weighted_sum"}
+    for method, entry in fronts["methods"].items():
+        assert set(entry["front"]) <= {p["id"] for p in results["points"] if p["method"] == method}
+        assert entry["hypervolume"]["mean"] >= 0
+    lines = (folder / RESULTS_CSV).read_text().splitlines()
+    assert len(lines) == 7 and lines[0].startswith("id,method,seed,weights.friendly,weights.concise")
+    # the reference log-probs (train and held-out rows) were computed once for all six points
+    assert len(list((cache / "reference-logps").glob("*.safetensors"))) == 2
+
+
+def test_a_rerun_resumes_whatever_was_left(done, monkeypatch, capsys):
+    root, sweep_file, cache = done
+    monkeypatch.setenv("RACO_CACHE", str(cache))
+    folder = root / "sweep"
+    before = json.loads((folder / RESULTS_JSON).read_text())
+    first, second = before["points"][0]["id"], before["points"][1]["id"]
+    shutil.rmtree(folder / "points" / first / "eval")  # killed while evaluating
+    run = folder / "points" / second
+    (run / "summary.json").unlink()  # killed between its last checkpoint and its model
+    shutil.rmtree(run / "model")
+    third = folder / "points" / before["points"][2]["id"] / "eval" / "eval.json"
+    untouched = third.stat().st_mtime_ns
+    assert main(["sweep", "--config", str(sweep_file)]) == 0
+    assert "4 of 6 points already done" in capsys.readouterr().out
+    after = json.loads((folder / RESULTS_JSON).read_text())
+    strip = [{k: v for k, v in p.items() if k != "wall_seconds"} for p in before["points"]]
+    assert [{k: v for k, v in p.items() if k != "wall_seconds"} for p in after["points"]] == strip
+    assert (
+        folder / "points" / before["points"][2]["id"] / "eval" / "eval.json"
+    ).stat().st_mtime_ns == untouched
+
+
+def test_another_sweep_in_the_same_folder_is_refused(done, capsys):
+    _, sweep_file, _ = done
+    status = main(["sweep", "--config", str(sweep_file), "--methods", "raco", "--seeds", "0,1"])
+    err = capsys.readouterr().err
+    assert status == 2 and "holds another sweep" in err and "methods, seeds" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--weights", "{vectors: [[0.5, 0.3, 0.2]]}"], "has 3 entries for 2 training objectives"),
+        (["--weights", "{vectors: [[1.2, -0.2]]}"], "must not be negative"),
+        (["--weights", "{vectors: [[0.5, 0.4]]}"], "must sum to 1"),
+        (["--methods", "raco,mgdaa"], "did you mean `mgda`"),
+        (["--eval.objectives.chars.scorer", "lenght"], "did you mean `length`"),
+        (["--metods", "raco"], "did you mean `methods`"),
+        (["--weights", "{grid: 0.3}"], "the step must divide 1"),
+    ],
+)
+def test_bad_sweeps_are_refused_before_anything_runs(tmp_path, capsys, flags, message):
+    sweep_file = _files(tmp_path)
+    parsed = [yaml.safe_load(f) if f.startswith("{") else f for f in flags]
+    status = main(
+        [
+            "sweep",
+            "--config",
+            str(sweep_file),
+            *[str(f) if not isinstance(f, dict) else json.dumps(f) for f in parsed],
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_weight_grids():
+    assert simplex_grid(2, 0.5) == [(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)]
+    grid = simplex_grid(3, 0.25)
+    assert len(grid) == 15 and all(abs(sum(v) - 1) < 1e-12 for v in grid)  # C(4 + 2, 2)
+    drawn = dirichlet(3, 4, seed=7)
+    assert drawn == dirichlet(3, 4, seed=7) != dirichlet(3, 4, seed=8)
+    assert all(sum(v) == pytest.approx(1, abs=1e-9) and min(v) >= 0 for v in drawn)
+
+
+def test_one_point_through_submitit(tmp_path, monkeypatch):
+    """The cluster path (submitit), with its local executor: the point runs in a job process."""
+    monkeypatch.setenv("RACO_CACHE", str(tmp_path / "cache"))
+    sweep_file = _files(tmp_path)
+    sweep = load_sweep_config(sweep_file, {"methods": "weighted_sum", "weights": {"vectors": [[0.5, 0.5]]}})
+    results = run_sweep(sweep, Launcher("submitit-local"), say=lambda _: None)
+    assert [p["id"] for p in results["points"]] == ["weighted_sum-w0.50-0.50-s0"]
+    assert list((tmp_path / "sweep" / "submitit").glob("*_result.pkl"))
