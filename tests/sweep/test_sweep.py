@@ -20,7 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from toy_data import tiny_tree, write_toy
 
 EVAL = {
-    "objectives": [{"name": "chars", "scorer": "length:unit=characters", "direction": "lower"}],
+    "objectives": [
+        {"name": "chars", "scorer": "length:unit=characters", "direction": "lower"},
+        {"name": "words", "scorer": "length:unit=words", "direction": "higher"},
+    ],
     "generation": {"max_new_tokens": 3},
     "prompts": {"max_prompts": 2},
     "eval_batch_size": 32,
@@ -67,8 +70,10 @@ def test_results_follow_from_the_points_and_the_base(done):
     results = json.loads((folder / RESULTS_JSON).read_text())
     ids = [p["id"] for p in results["points"]]
     assert len(ids) == 6 and ids[0] == point_id("raco", (0.8, 0.2), 0)
-    base = json.loads((folder / "base-eval" / "eval.json").read_text())["objectives"]["chars"]["base"]
-    assert results["base"] == {"chars": base} and results["directions"] == {"chars": "lower"}
+    judged = json.loads((folder / "base-eval" / "eval.json").read_text())["objectives"]
+    base = judged["chars"]["base"]
+    assert results["base"] == {"chars": base, "words": judged["words"]["base"]}
+    assert results["directions"] == {"chars": "lower", "words": "higher"}
     for point in results["points"]:
         run = folder / point["run_dir"]
         config = yaml.safe_load((run / "config.yaml").read_text())
@@ -83,7 +88,7 @@ def test_results_follow_from_the_points_and_the_base(done):
         }
         assert point["stability"]["skipped_steps"] == 0
     fronts = json.loads((folder / FRONT_JSON).read_text())
-    assert fronts["reference_point"] == {"chars": base}
+    assert fronts["reference_point"] == results["base"]
     assert set(fronts["methods"]) == {"raco", "weighted_sum"}
     for method, entry in fronts["methods"].items():
         assert set(entry["front"]) <= {p["id"] for p in results["points"] if p["method"] == method}
@@ -168,3 +173,20 @@ def test_one_point_through_submitit(tmp_path, monkeypatch):
     results = run_sweep(sweep, Launcher("submitit-local"), say=lambda _: None)
     assert [p["id"] for p in results["points"]] == ["weighted_sum-w0.50-0.50-s0"]
     assert list((tmp_path / "sweep" / "submitit").glob("*_result.pkl"))
+
+
+def test_report_of_the_sweep(done, tmp_path):
+    """raco report reads what raco sweep wrote: every point and method is named, the plots decode."""
+    from matplotlib.image import imread
+
+    root, _, _ = done
+    results = json.loads((root / "sweep" / RESULTS_JSON).read_text())
+    assert main(["report", str(root / "sweep"), "--output", str(tmp_path / "report")]) == 0
+    html = (tmp_path / "report" / "report.html").read_text()
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    for point in results["points"]:
+        assert point["id"] in html and point["id"] in markdown
+    assert "weighted_sum" in markdown and "raco sweep --config" in markdown
+    for png in (tmp_path / "report").glob("*.png"):
+        assert imread(png).ndim == 3
+    assert (tmp_path / "report" / "front.png").is_file()
