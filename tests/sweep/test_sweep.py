@@ -190,3 +190,24 @@ def test_report_of_the_sweep(done, tmp_path):
     for png in (tmp_path / "report").glob("*.png"):
         assert imread(png).ndim == 3
     assert (tmp_path / "report" / "front.png").is_file()
+
+
+def test_points_in_parallel_processes(tmp_path, monkeypatch):
+    """--parallel 2: two points train at once in separate processes, each a complete run."""
+    monkeypatch.setenv("RACO_CACHE", str(tmp_path / "cache"))
+    sweep_file = _files(tmp_path)
+    flags = [
+        "--methods",
+        "weighted_sum",
+        "--weights",
+        "{vectors: [[0.7, 0.3], [0.3, 0.7]]}",
+        "--parallel",
+        "2",
+    ]
+    assert main(["sweep", "--config", str(sweep_file), *flags]) == 0
+    results = json.loads((tmp_path / "sweep" / RESULTS_JSON).read_text())
+    assert [p["id"] for p in results["points"]] == [
+        "weighted_sum-w0.70-0.30-s0",
+        "weighted_sum-w0.30-0.70-s0",
+    ]
+    assert all(p["scores"]["chars"] is not None for p in results["points"])

@@ -215,3 +215,28 @@ def test_full_run_preference_metrics_without_the_base_evaluation(tiny_config, tm
     key = "friendly/rewards/accuracies"
     assert out["models"] == ["tuned"]
     assert out["preference"]["tuned"][key] == pytest.approx(result.final_metrics[f"eval/{key}"], rel=1e-5)
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_an_exported_folder_answers_as_its_run(lora_run, tmp_path, merge):
+    """`raco export` output (a merged transformers folder, or the adapter on its recorded base) is a
+    model target whose greedy answers score as the run's own tuned model does."""
+    from raco.export import export
+
+    folder = export(lora_run.run_dir, tmp_path / "exported", merge=merge).output
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"Say something about {t}."}) + "\n" for t in ("rain", "tea"))
+    )
+    settings = {"objectives.chars.scorer": "length:unit=characters", "generation.max_new_tokens": "6"}
+    settings |= {"prompts.path": str(prompts), "preference": "false", "base": "false"}
+    from_run = evaluate_target(
+        lora_run.run_dir, load_eval_config(None, settings), tmp_path / "a", progress=False
+    )
+    from_export = evaluate_target(folder, load_eval_config(None, settings), tmp_path / "b", progress=False)
+    answers = [
+        [json.loads(line)["response"] for line in (tmp_path / d / GENERATIONS_FILE).read_text().splitlines()]
+        for d in ("a", "b")
+    ]
+    assert answers[0] == answers[1]
+    assert from_run["objectives"]["chars"]["tuned"] == from_export["objectives"]["chars"]["tuned"]

@@ -129,7 +129,11 @@ def load_model(name: str, *, device: str = "auto") -> LoadedTarget:
     if adapter:
         record = _base_record(folder)
         base_cfg = ModelConfig(
-            name=record["name"], revision=record.get("revision"), dtype=record.get("dtype") or "float32"
+            name=record["name"],
+            revision=record.get("revision"),
+            gguf_file=record.get("gguf_file"),
+            dtype=record.get("dtype") or "float32",
+            seed=int(record.get("seed") or 0),  # the built-in tiny-random model's initialisation
         )
         tokenizer = _tokenizer(folder)
         base = prepare_base(base_cfg, LoraConfig(), len(tokenizer))
