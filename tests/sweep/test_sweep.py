@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from raco.cli import main
+from raco.config_tree import ConfigError
 from raco.sweep.config import dirichlet, load_sweep_config, point_id, simplex_grid
 from raco.sweep.run import FRONT_JSON, RESULTS_CSV, RESULTS_JSON, Launcher, run_sweep
 
@@ -211,3 +212,24 @@ def test_points_in_parallel_processes(tmp_path, monkeypatch):
         "weighted_sum-w0.30-0.70-s0",
     ]
     assert all(p["scores"]["chars"] is not None for p in results["points"])
+
+
+def test_points_asking_for_several_processes_run_under_accelerate_launch(tmp_path):
+    """`processes: 2`: a point trains as `accelerate launch --num_processes 2 -m raco train`, its run
+    directory resumed with --resume once it exists (on GPUs; here only the command is checked)."""
+    from raco.sweep.run import POINTS_DIR, launch_command
+
+    sweep = load_sweep_config(_files(tmp_path), {"processes": "2", "accelerate_config": "fsdp.yaml"})
+    assert sweep.processes == 2
+    pid = sweep.point_ids()[0]
+    command = launch_command(sweep.output_dir, pid, 2, sweep.accelerate_config)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "fsdp.yaml"]
+    config = str(sweep.output_dir / POINTS_DIR / f"{pid}.yaml")
+    assert command == [*launch, "--num_processes", "2", "-m", "raco", "train", "--config", config]
+    (sweep.output_dir / POINTS_DIR / pid).mkdir(parents=True)
+    (sweep.output_dir / POINTS_DIR / pid / "config.yaml").write_text("{}")
+    assert [*command[:-2], "--resume", str(sweep.output_dir / POINTS_DIR / pid)] == launch_command(
+        sweep.output_dir, pid, 2, sweep.accelerate_config
+    )
+    with pytest.raises(ConfigError, match="processes: at least 1"):
+        load_sweep_config(_files(tmp_path), {"processes": "0"})

@@ -41,6 +41,8 @@ SWEEP_KEYS = (
     "weight_objectives",
     "reference_point",
     "share_reference",
+    "processes",
+    "accelerate_config",
     "output_dir",
 )
 
@@ -62,6 +64,8 @@ class SweepConfig:
     share_reference: bool = True
     source: dict[str, Any] = field(default_factory=dict)  # the sweep file as resolved (saved, compared)
     command: str = ""  # the command line that ran it (for the report)
+    processes: int = 1  # > 1: each point trains under `accelerate launch --num_processes N`
+    accelerate_config: str | None = None  # an accelerate config file for those launches
 
     def point_ids(self) -> list[str]:
         """Every point's id, in the order they run: method, then weights, then seed."""
@@ -211,7 +215,19 @@ def load_sweep_config(path: str | Path | None, overrides: dict[str, Any] | None 
         reference_point=tree.get("reference_point"),
         share_reference=bool(tree.get("share_reference", True)),
         source=source,
+        processes=_processes(tree.get("processes", 1)),
+        accelerate_config=str(tree["accelerate_config"]) if tree.get("accelerate_config") else None,
     )
+
+
+def _processes(value: Any) -> int:
+    try:
+        processes = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"processes: a whole number of processes per point, got {value!r}") from None
+    if processes < 1:
+        raise ConfigError(f"processes: at least 1, got {processes}")
+    return processes
 
 
 def _eval_config(eval_tree: dict[str, Any]) -> EvalConfig:

@@ -25,6 +25,8 @@ import copy
 import csv
 import json
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -86,9 +88,32 @@ def _point_done(run_dir: Path) -> bool:
     return _finished(run_dir) and (run_dir / EVAL_DIR / "eval.json").is_file()
 
 
-def run_point(sweep_dir: str, pid: str, eval_tree: dict[str, Any]) -> str:
+def launch_command(
+    sweep_dir: str | Path, pid: str, processes: int, accelerate_config: str | None = None
+) -> list[str]:
+    """The command training point ``pid`` on ``processes`` processes: ``accelerate launch`` of
+    ``raco train`` with the point's config, or ``--resume`` of its run directory when it exists."""
+    point = Path(sweep_dir) / POINTS_DIR
+    run_dir = point / pid
+    raco = (
+        ["--resume", str(run_dir)]
+        if (run_dir / "config.yaml").is_file()
+        else ["--config", str(point / f"{pid}.yaml")]
+    )
+    config = ["--config_file", accelerate_config] if accelerate_config else []
+    launch = [sys.executable, "-m", "accelerate.commands.launch", *config, "--num_processes", str(processes)]
+    return [*launch, "-m", "raco", "train", *raco]
+
+
+def run_point(
+    sweep_dir: str,
+    pid: str,
+    eval_tree: dict[str, Any],
+    processes: int = 1,
+    accelerate_config: str | None = None,
+) -> str:
     """Train (or resume, or skip) and evaluate one point; returns its id. Top-level and picklable, for
-    process pools and submitit."""
+    process pools and submitit. With ``processes`` > 1 training runs under ``accelerate launch``."""
     from raco.eval.config import eval_config_from_tree
     from raco.eval.runner import evaluate_target
     from raco.training.loop import resume, train
@@ -96,7 +121,11 @@ def run_point(sweep_dir: str, pid: str, eval_tree: dict[str, Any]) -> str:
     run_dir = Path(sweep_dir) / POINTS_DIR / pid
     tree = yaml.safe_load((Path(sweep_dir) / POINTS_DIR / f"{pid}.yaml").read_text())
     if not _finished(run_dir):
-        if (run_dir / "config.yaml").is_file():
+        if processes > 1:
+            done = subprocess.run(launch_command(sweep_dir, pid, processes, accelerate_config), check=False)
+            if done.returncode != 0:
+                raise ConfigError(f"point {pid}: `accelerate launch` of raco train exited {done.returncode}")
+        elif (run_dir / "config.yaml").is_file():
             resume(run_dir)
         else:
             train(tree)
@@ -170,19 +199,26 @@ def _launch(sweep: SweepConfig, ids: list[str], launcher: Launcher, say: Callabl
             executor.update_parameters(**{f"slurm_{k}": v for k, v in launcher.slurm.items()})
         else:
             executor = submitit.LocalExecutor(folder=str(sweep.output_dir / "submitit"))
-        jobs = [executor.submit(run_point, folder, pid, sweep.eval_tree) for pid in pending]
+        extra = (sweep.processes, sweep.accelerate_config)
+        jobs = [executor.submit(run_point, folder, pid, sweep.eval_tree, *extra) for pid in pending]
         for job in jobs:
             say(f"point {job.result()} done")
     elif launcher.parallel > 1 and len(pending) > 1:
         with ProcessPoolExecutor(launcher.parallel, mp_context=get_context("spawn")) as pool:
-            for pid in pool.map(
-                run_point, [folder] * len(pending), pending, [sweep.eval_tree] * len(pending)
-            ):
+            n = len(pending)
+            args = (
+                [folder] * n,
+                pending,
+                [sweep.eval_tree] * n,
+                [sweep.processes] * n,
+                [sweep.accelerate_config] * n,
+            )
+            for pid in pool.map(run_point, *args):
                 say(f"point {pid} done")
     else:
         for pid in pending:
             say(f"point {pid}: training and evaluating")
-            run_point(folder, pid, sweep.eval_tree)
+            run_point(folder, pid, sweep.eval_tree, sweep.processes, sweep.accelerate_config)
 
 
 def run_sweep(
