@@ -1,8 +1,11 @@
 # `make test`: create .venv if missing (or if the dependency spec changed), then ruff + mypy + pytest
-# without the tests marked `slow`; `make test-all`: the same with every test.
+# without the tests marked `slow`; `make test-all`: the same with every test. Tests run on
+# TEST_WORKERS pytest-xdist workers (one torch thread each, tests/conftest.py), a file per worker.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 STAMP := $(VENV)/.deps-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 
 .PHONY: test test-all lint venv demo clean-venv bench
@@ -24,10 +27,10 @@ lint: venv
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-all: lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 bench: venv
 	$(BIN)/python benchmarks/aggregators.py
