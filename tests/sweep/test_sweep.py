@@ -88,6 +88,14 @@ def test_results_follow_from_the_points_and_the_base(done):
             "eval/concise/rewards/accuracies",
         }
         assert point["stability"]["skipped_steps"] == 0
+        # win rate over the base, prompt by prompt (lower is better for chars; ties count half)
+        mine = [json.loads(x)["scores"]["chars"] for x in (run / "eval" / "generations.jsonl").open()]
+        theirs = [
+            json.loads(x)["scores"]["chars"] for x in (folder / "base-eval" / "generations.jsonl").open()
+        ]
+        pairs = list(zip(mine, theirs, strict=True))
+        wins = (sum(m < t for m, t in pairs) + 0.5 * sum(m == t for m, t in pairs)) / len(pairs)
+        assert point["win_rates"]["chars"] == pytest.approx(wins)
     fronts = json.loads((folder / FRONT_JSON).read_text())
     assert fronts["reference_point"] == results["base"]
     assert set(fronts["methods"]) == {"raco", "weighted_sum"}
@@ -113,7 +121,9 @@ def test_a_rerun_resumes_whatever_was_left(done, monkeypatch, capsys):
     third = folder / "points" / before["points"][2]["id"] / "eval" / "eval.json"
     untouched = third.stat().st_mtime_ns
     assert main(["sweep", "--config", str(sweep_file)]) == 0
-    assert "4 of 6 points already done" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "4 of 6 points already done" in printed
+    assert "worst case" in printed and all(p["id"] in printed for p in before["points"])
     after = json.loads((folder / RESULTS_JSON).read_text())
     strip = [{k: v for k, v in p.items() if k != "wall_seconds"} for p in before["points"]]
     assert [{k: v for k, v in p.items() if k != "wall_seconds"} for p in after["points"]] == strip

@@ -102,7 +102,7 @@ def preference_metrics(target: LoadedTarget, model: Any, reference: Any, cfg: Ev
     return {key.removeprefix(eval_key("")): value for key, value in metrics.items()}
 
 
-def _win_rate(judge: ObjectiveScorer, tuned: Sequence[float], base: Sequence[float]) -> float:
+def win_rate(judge: ObjectiveScorer, tuned: Sequence[float], base: Sequence[float]) -> float:
     """Share of prompts where tuned scores better than base (ties half; unscored prompts left out)."""
     outcomes = [
         judge.compare(t, b) for t, b in zip(tuned, base, strict=True) if not (math.isnan(t) or math.isnan(b))
@@ -128,7 +128,7 @@ def summarise(judged: dict[str, ObjectiveScorer], scores: dict[str, dict[str, Sc
             gain = judge.improvement(base.mean(), tuned.mean())
             entry["improvement"] = _finite(gain)
             entry["relative_improvement"] = _finite(gain / abs(base.mean())) if base.mean() else None
-            entry["win_rate"] = _finite(_win_rate(judge, tuned.values, base.values))
+            entry["win_rate"] = _finite(win_rate(judge, tuned.values, base.values))
         out[name] = entry
     relative = [e.get("relative_improvement") for e in out.values()]
     worst = min((r for r in relative if r is not None), default=None)

@@ -39,6 +39,7 @@ import yaml
 
 from raco.atomic import atomic_write
 from raco.config_tree import ConfigError
+from raco.eval.runner import GENERATIONS_FILE, win_rate
 from raco.sweep import front
 from raco.sweep.config import SweepConfig, differences, point_id
 
@@ -235,8 +236,44 @@ def run_sweep(
     base = _evaluate_base(sweep.output_dir, sweep.output_dir / POINTS_DIR / ids[0], sweep.eval_tree)
     results = collect(sweep, ids, base)
     write_results(sweep, results)
+    say(summary_table(results))
     say(f"raco sweep: {len(ids)} points in {sweep.output_dir} ({time.time() - started:.0f} s this time)")
     return results
+
+
+def _prompt_scores(path: Path, model: str) -> dict[str, list[float]]:
+    """Objective -> per-prompt scores (NaN where unscored) of ``model``'s lines in a generations.jsonl."""
+    scores: dict[str, list[float]] = {}
+    for line in _read_records(path):
+        if line.get("model") == model:
+            for name, value in line["scores"].items():
+                scores.setdefault(name, []).append(math.nan if value is None else float(value))
+    return scores
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Per eval objective: the base model's score, then each point's score with its improvement and
+    win rate over the base; last, each point's worst-case relative improvement."""
+    points = results["points"]
+    width = max([12, *(len(p["id"]) for p in points)])
+    lines = [f"{'objective':>12}  {'base':>9}  " + "  ".join(f"{p['id']:>{width}}" for p in points)]
+    for name in results["eval_objectives"]:
+        cells = []
+        for p in points:
+            score, gain, wins = p["scores"].get(name), p["improvements"].get(name), p["win_rates"].get(name)
+            text = "–" if score is None else f"{score:.3g}"
+            if score is not None and gain is not None and wins is not None:
+                text += f" ({gain:+.3g}, {wins:.0%})"
+            cells.append(f"{text:>{width}}")
+        base = results["base"].get(name)
+        lines.append(f"{name:>12}  {'–' if base is None else f'{base:.3g}':>9}  " + "  ".join(cells))
+    worst = [p["worst_case_relative_improvement"] for p in points]
+    lines.append(
+        f"{'worst case':>12}  {'':>9}  "
+        + "  ".join(f"{'–' if w is None else f'{w:+.1%}':>{width}}" for w in worst)
+    )
+    lines.append("cells: score (improvement over the base in its direction, win rate over the base)")
+    return "\n".join(lines)
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
@@ -248,6 +285,7 @@ def collect(sweep: SweepConfig, ids: list[str], base_eval: dict[str, Any]) -> di
     judged = sweep.eval.judged()
     directions = {name: j.direction for name, j in judged.items()}
     base = {name: base_eval["objectives"][name].get("base") for name in judged}
+    base_scores = _prompt_scores(sweep.output_dir / BASE_EVAL_DIR / GENERATIONS_FILE, "base")
     points = []
     for method in sweep.methods:
         for weights in sweep.weights:
@@ -257,6 +295,13 @@ def collect(sweep: SweepConfig, ids: list[str], base_eval: dict[str, Any]) -> di
                 evaluated = json.loads((run_dir / EVAL_DIR / "eval.json").read_text())
                 summary = json.loads((run_dir / "summary.json").read_text())
                 scores = {name: evaluated["objectives"][name].get("tuned") for name in judged}
+                mine = _prompt_scores(run_dir / EVAL_DIR / GENERATIONS_FILE, "tuned")
+                wins = {
+                    name: _finite(win_rate(judge, mine[name], base_scores[name]))
+                    if name in mine and name in base_scores and len(mine[name]) == len(base_scores[name])
+                    else None
+                    for name, judge in judged.items()
+                }
                 improvements = {
                     name: None
                     if scores[name] is None or base[name] is None
@@ -274,6 +319,10 @@ def collect(sweep: SweepConfig, ids: list[str], base_eval: dict[str, Any]) -> di
                         "seed": seed,
                         "scores": scores,
                         "improvements": improvements,
+                        "win_rates": wins,
+                        "worst_case_relative_improvement": front.worst_case_improvement(
+                            {"improvements": improvements}, base
+                        ),
                         "preference": accuracies,
                         "stability": front.stability(_read_records(run_dir / "metrics.jsonl")),
                         "wall_seconds": summary.get("wall_seconds"),
