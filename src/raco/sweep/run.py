@@ -133,7 +133,7 @@ def run_point(
     out = run_dir / EVAL_DIR
     if not (out / "eval.json").is_file():
         cfg = eval_config_from_tree(eval_tree, {"base": "false"})
-        evaluate_target(run_dir, cfg, out, overwrite=True, progress=False)
+        evaluate_target(run_dir, cfg, out, overwrite=True, progress=True)
     return pid
 
 
