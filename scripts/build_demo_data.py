@@ -344,7 +344,9 @@ def datasheet(numbers: dict[str, Any]) -> str:
             lines.append(
                 f"| {split} | {stats['rows']} | `{name}` | {counts['+1']} | {counts['-1']} | {counts['0']} |"
             )
-    pair_names = [" vs ".join(f"`{n}`" for n in p.split("|")) for p in numbers["files"]["train"]["conflict_rate"]]
+    pair_names = [
+        " vs ".join(f"`{n}`" for n in p.split("|")) for p in numbers["files"]["train"]["conflict_rate"]
+    ]
     lines += [
         "",
         "Conflict rate: the share of pairs on which two objectives disagree (both signs non-zero and",
