@@ -101,11 +101,21 @@ def test_uniform_weights_when_none_given():
     assert cfg.weights == pytest.approx([1 / 3] * 3)
 
 
+def _is_sweep(path):
+    return path.name == "sweep.yaml" or "methods" in (yaml.safe_load(path.read_text()) or {})
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_config_loads(path):
+    if _is_sweep(path):  # a raco sweep file: its base training config and eval are checked by it
+        from raco.sweep.config import load_sweep_config
+
+        sweep = load_sweep_config(path)
+        assert sweep.objectives == ("relevant", "concise") and sweep.methods == ["raco", "weighted_sum"]
+        return
     cfg = load_config(path)
     assert abs(sum(cfg.weights) - 1) < 1e-9
-    if "cpu" in path.parts:  # their data ships too: the objectives must match it
+    if "cpu" in path.parts or "demo" in path.parts:  # their data ships too: objectives must match it
         import os
 
         os.chdir(REPO)
