@@ -92,16 +92,24 @@ def suggest(word: str, candidates: list[str]) -> str:
 # ----------------------------------------------------------------------------- coercion
 
 
+def parse_bool(value: Any) -> bool:
+    """A bool, or true/false, yes/no, 1/0, on/off in any case (YAML or a command line); ValueError else."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "yes", "1", "on"):
-            return True
-        if text in ("false", "no", "0", "off"):
-            return False
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        try:
+            return parse_bool(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected true/false, got {value!r}") from None
     if tp is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Literal
 
+from raco.config_tree import parse_bool
 from raco.data.errors import DataError, closest_name
 from raco.data.schema import PreferenceDataset, PreferenceRow, add_skip, reindexed
 from raco.data.sources import Records
@@ -163,14 +164,7 @@ def check_options(
 
 def flag_option(value: Any) -> bool:
     """true/false (also the strings true/false, yes/no, 1/0 of a command line)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off"):
-        return False
-    raise ValueError("must be true or false")
+    return parse_bool(value)
 
 
 def count_option(value: Any) -> int | None:

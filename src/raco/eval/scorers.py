@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from raco.config_tree import ConfigError, suggest
+from raco.config_tree import ConfigError, parse_bool, suggest
 
 # ----------------------------------------------------------------------------- errors and results
 
@@ -230,14 +230,7 @@ def _coerce(value: Any, option: Option, where: str) -> Any:
     kind = option.kind
     try:
         if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("true", "yes", "1", "on"):
-                return True
-            if text in ("false", "no", "0", "off"):
-                return False
-            raise ValueError(value)
+            return parse_bool(value)
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         if kind in (int, float) and isinstance(value, bool):
