@@ -8,7 +8,9 @@ Every reference answers ``logps(batch) -> [R]`` (sequence log-probs of the batch
 * ``copy`` — :class:`FrozenReference`: with full fine-tuning, a frozen copy of the initial policy.
 * ``cached`` — :class:`CachedReference`: log-probs of every row computed once (by one of the above) and
   kept on disk, keyed by the model (name, revision, dtype, a fingerprint of the initial weights), the
-  tokenised data and the tokenisation, so a sweep over weights or methods computes them once.
+  tokenised data and the tokenisation, so a sweep over weights or methods computes them once. Under
+  several processes the table is computed by all of them, each its block of rows, and gathered
+  (:func:`shared_reference_table`); the key is checked equal across processes.
 * ``none`` — :class:`NoReference`: reference-free losses only (AMoPO, SimPO).
 """
 
@@ -18,17 +20,27 @@ import copy
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from raco.atomic import atomic_write
 from raco.losses.logps import Batch, response_logps
 from raco.models.offline import cache_dir
+from raco.shard import (
+    any_across,
+    check_same,
+    gather_contiguous,
+    is_sharded,
+    rank_and_world,
+    rounds,
+    shard_range,
+)
 
 
 class Reference(ABC):
@@ -146,8 +158,11 @@ def pairs_fingerprint(pairs: Sequence[dict]) -> str:
     return digest.hexdigest()[:16]
 
 
-def compute_reference_table(reference: Reference, batches: Callable[[], list[Batch]], n_rows: int) -> Tensor:
-    """``[n_rows, 2]`` log-probs of ``reference`` (y¹, y²) for every row of ``batches()``."""
+def compute_reference_table(
+    reference: Reference, batches: Callable[[], Iterable[Batch]], n_rows: int, first_row: int = 0
+) -> Tensor:
+    """``[n_rows, 2]`` log-probs of ``reference`` (y¹, y²) for rows ``first_row … first_row + n_rows − 1``
+    (by ``row_index``), which ``batches()`` must cover exactly."""
     table = torch.full((n_rows, 2), float("nan"), dtype=torch.float32)
     for batch in batches():
         logps = reference.logps(batch)
@@ -155,24 +170,86 @@ def compute_reference_table(reference: Reference, batches: Callable[[], list[Bat
             raise ValueError("a reference log-prob table needs a reference policy (not `none`)")
         logps = logps.float().cpu()
         first, second = logps.chunk(2)
-        table[batch["row_index"].cpu()] = torch.stack([first, second], dim=1)
+        table[batch["row_index"].cpu() - first_row] = torch.stack([first, second], dim=1)
     if torch.isnan(table).any():
         raise RuntimeError("reference log-probs missing for some rows")
     return table
+
+
+def reference_module(reference: Reference) -> nn.Module | None:
+    """The model a reference runs (the policy for ``adapter``), or None (``cached``, ``none``)."""
+    model = getattr(reference, "model", None)
+    return model if model is not None else getattr(reference, "policy", None)
+
+
+def shared_reference_table(
+    reference: Reference,
+    pairs: Sequence[dict],
+    make_batch: Callable[[Sequence[dict]], Batch],
+    batch_size: int,
+    *,
+    device: torch.device | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """The ``[len(pairs), 2]`` table of :func:`compute_reference_table`, computed by all processes
+    together and the same on each (call on every process; one process computes it alone).
+
+    The rows are cut into the batches one process would use (``pairs[b·size : (b+1)·size]``, where
+    ``row_index`` is a pair's position); process r computes the contiguous block
+    ``shard_range(B, r, W)`` of them and the blocks are all-gathered on ``device`` (the model's): every
+    row's log-probs are those of the 1-process table, bit for bit (same batch, same padding). With a
+    sharded model the processes run the same number of forward passes (a dummy one where a block is
+    one batch short). ``progress``: a bar on process 0 over its own rows."""
+    rank, world = rank_and_world()
+    starts = range(0, len(pairs), batch_size)
+    mine = shard_range(len(starts), rank, world)
+    rows = range(min(mine.start * batch_size, len(pairs)), min(mine.stop * batch_size, len(pairs)))
+    label = "reference log-probs" + (
+        f" (process 0 of {world}, {len(pairs)} rows in all)" if world > 1 else ""
+    )
+    bar = tqdm(total=len(rows), desc=label, unit="row", disable=not progress or rank != 0)
+
+    def batches() -> Iterator[Batch]:
+        for b in mine:
+            chunk = pairs[starts[b] : starts[b] + batch_size]
+            yield make_batch(chunk)
+            bar.update(len(chunk))
+
+    with bar:
+        local = compute_reference_table(reference, batches, len(rows), rows.start)
+    model = reference_module(reference)
+    if model is not None and is_sharded(model) and starts and len(mine) < rounds(len(starts), world):
+        with torch.no_grad():
+            reference.logps(make_batch(pairs[:batch_size]))  # the others' last forward: a collective
+    return gather_contiguous(local, device)
+
+
+def _cache_path(key_parts: dict, root: Path | None) -> Path:
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:24]
+    return (root or cache_dir()) / "reference-logps" / f"{key}.safetensors"
 
 
 def cached_reference(
     key_parts: dict,
     compute: Callable[[], Tensor],
     root: Path | None = None,
+    device: torch.device | None = None,
 ) -> CachedReference:
-    """Load the table keyed by ``key_parts`` from the cache, or ``compute()`` and store it atomically."""
-    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:24]
-    folder = (root or cache_dir()) / "reference-logps"
-    path = folder / f"{key}.safetensors"
-    if path.is_file():
+    """Load the table keyed by ``key_parts`` from the cache, or ``compute()`` and store it atomically.
+
+    Under several processes call it on every process, with a collective ``compute`` (such as
+    :func:`shared_reference_table`): every part of the key (fingerprints of weights and data included)
+    is checked equal across processes first (a ``RuntimeError`` naming the parts that differ); the
+    table is loaded when every process finds the file, else computed by all; process 0 writes it
+    (atomically: readers see the whole file or none). ``device``: where the checks' tensors live."""
+    check_same(
+        {k: json.dumps(v, sort_keys=True) for k, v in key_parts.items()}, "reference log-prob cache", device
+    )
+    path = _cache_path(key_parts, root)
+    if not any_across(not path.is_file(), device):
         return CachedReference(load_file(str(path))["logps"])
     table = compute()
-    metadata = {"key": json.dumps(key_parts, sort_keys=True)}
-    atomic_write(path, lambda tmp: save_file({"logps": table.contiguous()}, str(tmp), metadata=metadata))
+    if rank_and_world()[0] == 0:
+        metadata = {"key": json.dumps(key_parts, sort_keys=True)}
+        atomic_write(path, lambda tmp: save_file({"logps": table.contiguous()}, str(tmp), metadata=metadata))
     return CachedReference(table)

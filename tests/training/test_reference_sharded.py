@@ -1,0 +1,78 @@
+"""The cached reference table computed by two processes (torchrun, gloo), each its block of batches,
+and gathered: every process holds the table one process computes, bit for bit; the cache is computed
+once by both and written by process 0; a key that differs between processes is refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from shard_fixtures import BATCH_SIZES, toy_reference
+
+from raco.models.reference import compute_reference_table, shared_reference_table
+from raco.shard import lockstep_share, shard_range
+from raco.training.inputs import eval_batches
+
+WORKER = Path(__file__).with_name("dist_reference_worker.py")
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def test_shard_range_covers_in_order():
+    for n in range(0, 12):
+        for world in (1, 2, 3, 5):
+            blocks = [shard_range(n, r, world) for r in range(world)]
+            assert [i for b in blocks for i in b] == list(range(n))
+            assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+    with pytest.raises(ValueError, match="rank 2 of 2"):
+        shard_range(4, 2, 2)
+
+
+def test_lockstep_share_alone_is_everything():
+    assert lockstep_share(["a", "b"], range(2)) == [("a", True), ("b", True)]
+    assert lockstep_share([], range(0)) == []
+
+
+def test_one_process_shared_table_is_the_plain_table(tmp_path):
+    reference, pairs, collate = toy_reference(tmp_path)
+    for size in BATCH_SIZES:
+        plain = compute_reference_table(
+            reference, lambda size=size: eval_batches(pairs, collate, size), len(pairs)
+        )
+        assert torch.equal(shared_reference_table(reference, pairs, collate, size), plain)
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not available")
+def test_two_processes_give_the_one_process_table(tmp_path):
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), str(WORKER.parent)]),
+    }
+    proc = subprocess.run(
+        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(WORKER), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (tmp_path / "done-0").exists() and (tmp_path / "done-1").exists()
+    reference, pairs, collate = toy_reference(tmp_path / "here")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers ran
+    try:
+        for size in BATCH_SIZES:
+            one = compute_reference_table(
+                reference, lambda size=size: eval_batches(pairs, collate, size), len(pairs)
+            )
+            for rank in (0, 1):
+                two = load_file(str(tmp_path / f"table-{size}-{rank}.safetensors"))["logps"]
+                assert torch.equal(two, one), (size, rank, (two - one).abs().max())
+    finally:
+        torch.set_num_threads(threads)
+    assert len(list((tmp_path / "cache" / "reference-logps").glob("*.safetensors"))) == 1
