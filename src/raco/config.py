@@ -87,9 +87,14 @@ class ModelConfig:
     revision: str | None = opt(None, "model revision (branch, tag or commit) on the Hub")
     dtype: str = opt(
         "float32",
-        "float32 or bfloat16 weights, or float16 mixed precision (float32 weights, float16 autocast, "
-        "dynamic loss scaling)",
+        "compute precision: float32; bfloat16 = mixed precision (float32 master weights and AdamW "
+        "state, bfloat16 autocast); float16 = the same with float16 autocast and dynamic loss scaling",
         choices=DTYPE_NAMES,
+    )
+    pure_bf16: bool = opt(
+        False,
+        "with dtype bfloat16: keep the weights and AdamW state in bfloat16 too (half the memory, but "
+        "lossy: updates below half a bfloat16 ulp of a weight, e.g. at lr 1e-6, round to nothing)",
     )
     gguf_file: str | None = opt(None, "GGUF file name inside `model.name` (a folder or Hub repo)")
     trust_remote_code: bool = opt(False, "allow the model repository's own Python code")
@@ -336,6 +341,10 @@ class Foreign(NamedTuple):
 
 _TA, _DPO, _MODEL, _SCRIPT = "TrainingArguments", "DPOConfig", "ModelConfig", "ScriptArguments"
 _PER_OBJECTIVE = "set per objective, as each objective has its own loss"
+_DTYPE_NOTE = (
+    "float32, or bfloat16/float16 mixed precision over float32 master weights (no auto); bfloat16 "
+    "weights as torch_dtype loads them are --model.pure_bf16 true (lossy)"
+)
 
 _TRL_LOSS = {"dpo": "dpo (TRL's sigmoid)"}
 FOREIGN_NAMES: dict[str, Foreign] = {
@@ -398,7 +407,11 @@ FOREIGN_NAMES: dict[str, Foreign] = {
         f"{_TA} (transformers 4)",
     ),
     "bf16": Foreign(
-        "model.dtype", False, "--model.dtype bfloat16 trains bfloat16 weights (the paper's setting)", _TA
+        "model.dtype",
+        False,
+        "--model.dtype bfloat16 is bfloat16 autocast over float32 master weights, as Trainer's bf16 on a "
+        "float32 model (--model.pure_bf16 true keeps bfloat16 weights: lossy)",
+        _TA,
     ),
     "fp16": Foreign(
         "model.dtype",
@@ -435,15 +448,8 @@ FOREIGN_NAMES: dict[str, Foreign] = {
     # trl.ModelConfig
     "model_name_or_path": Foreign("model.name", True, source=_MODEL),
     "model_revision": Foreign("model.revision", True, source=_MODEL),
-    "dtype": Foreign(
-        "model.dtype", False, "float32 or bfloat16 weights, or float16 mixed precision (no auto)", _MODEL
-    ),
-    "torch_dtype": Foreign(
-        "model.dtype",
-        False,
-        "float32 or bfloat16 weights, or float16 mixed precision (no auto)",
-        f"{_MODEL} (older TRL)",
-    ),
+    "dtype": Foreign("model.dtype", False, _DTYPE_NOTE, _MODEL),
+    "torch_dtype": Foreign("model.dtype", False, _DTYPE_NOTE, f"{_MODEL} (older TRL)"),
     "use_peft": Foreign("lora.enabled", True, source=_MODEL),
     "lora_r": Foreign("lora.r", True, source=_MODEL),
     "lora_alpha": Foreign("lora.alpha", True, source=_MODEL),
@@ -603,6 +609,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("model.reference: `adapter` needs lora.enabled: true; use `copy` or `cached`")
     if cfg.method.path == "scalarized" and not method_plan(cfg).scalarizable:
         raise ConfigError(f"method.path: `scalarized` is exact only for {or_list(_scalarizable())}")
+    if cfg.model.pure_bf16 and cfg.model.dtype != "bfloat16":
+        raise ConfigError(
+            f"model.pure_bf16: bfloat16 weights need model.dtype: bfloat16 (got {cfg.model.dtype})"
+        )
     if cfg.lora.load_in_4bit and not cfg.lora.enabled:
         raise ConfigError("lora.load_in_4bit: QLoRA needs lora.enabled: true")
     if not cfg.data.train and not cfg.data.separate:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from raco.config import from_dict
+from raco.config import ConfigError, from_dict
 from raco.training.loop import run
 from raco.training.metrics import read_metrics
 from raco.training.precision import DynamicLossScale
@@ -49,3 +50,81 @@ def test_float16_run_keeps_float32_weights_and_recovers_from_overflow(tiny_confi
     applied = [r for r in steps if r["skipped"] == 0.0]
     assert applied and applied[-1]["loss_scale"] < 2.0**17
     assert all(torch.isfinite(p).all() for p in session.model.parameters())
+
+
+# --- bfloat16: mixed precision (float32 masters) learns at lr 7e-7; pure bfloat16 weights do not ---
+
+LR = 7e-7  # Llama-3-8B's learning rate in the paper
+
+
+def _one_step(tiny_config, **overrides):
+    """A session after one optimizer step at lr 7e-7 (constant, no warm-up), and the initial weights."""
+    tree = tiny_config(
+        **{"train.lr": LR, "train.schedule": "constant", "train.max_steps": 1, "train.max_grad_norm": None},
+        **overrides,
+    )
+    session = setup(from_dict(tree))
+    before = {n: p.detach().clone() for n, p in session.model.named_parameters()}
+    run(session)
+    return session, before
+
+
+def _half_ulp_bf16(w: torch.Tensor) -> torch.Tensor:
+    """Half a bfloat16 ulp at each entry: |w| in [2^(E-1), 2^E) has ulp 2^(E-8) (8 significant bits)."""
+    _, exponent = torch.frexp(w.float())
+    return torch.ldexp(torch.ones_like(w, dtype=torch.float32), exponent - 9)
+
+
+def test_bfloat16_mixed_precision_learns_at_lr_7e7_and_pure_bfloat16_does_not(tiny_config):
+    """``model.dtype: bfloat16`` keeps float32 master weights: after one AdamW step at lr 7e-7 (whose
+    first update is lr·g/(|g|+ε) ≈ ±lr per entry) almost every weight has moved by about lr. With
+    ``model.pure_bf16`` the weights are bfloat16, and an entry can move only where lr exceeds half its
+    bfloat16 ulp — |w| < 2⁻¹² for lr 7e-7 — about 1% of the tiny model's N(0, 0.02²) weights; the
+    measured fraction is checked against that prediction, entry by entry, from the initial weights."""
+    mixed, before = _one_step(tiny_config, **{"model.dtype": "bfloat16"})
+    assert all(p.dtype == torch.float32 for p in mixed.model.parameters())
+    for state in mixed.optimizer.state.values():  # AdamW's moments are float32 too
+        assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.float32
+    moved = changed = total = 0
+    for name, p in mixed.model.named_parameters():
+        delta = (p.detach() - before[name]).abs()
+        changed += int((delta > 0).sum())
+        moved += int(((delta > 0.5 * LR) & (delta < 1.5 * LR)).sum())
+        total += delta.numel()
+    assert changed / total > 0.99, changed / total
+    assert moved / total > 0.95, moved / total  # by about lr, as Adam's first step predicts
+
+    pure, before = _one_step(
+        tiny_config, **{"model.dtype": "bfloat16", "model.pure_bf16": True}, overwrite=True
+    )
+    assert all(p.dtype == torch.bfloat16 for p in pure.model.parameters())
+    changed = predicted = total = 0
+    for name, p in pure.model.named_parameters():
+        w = before[name]
+        changed += int((p.detach() != w).sum())
+        predicted += int((_half_ulp_bf16(w) < LR).sum())
+        total += w.numel()
+    fraction, expected = changed / total, predicted / total
+    assert 0.005 < expected < 0.02, expected  # ≈ P(|w| < 2⁻¹²) = 0.0097 for N(0, 0.02²)
+    assert abs(fraction - expected) < 0.25 * expected, (fraction, expected)
+
+
+def test_bfloat16_losses_match_float32_within_bfloat16_tolerance(tiny_config, tmp_path):
+    """Three steps at the tiny config's lr (3e-3) from the same weights and data: every step's loss of
+    the bfloat16 mixed-precision run is the float32 run's to bfloat16 accuracy (8 significant bits,
+    relative 2⁻⁸ ≈ 4e-3 per operation; a loss accumulates a few such errors)."""
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        tree = tiny_config(**{"model.dtype": dtype, "train.max_steps": 3}, output_dir=str(tmp_path / dtype))
+        session = setup(from_dict(tree))
+        run(session)
+        losses[dtype] = [r["loss"] for r in read_metrics(session.run_dir) if "skipped" in r]
+    assert len(losses["float32"]) == 3
+    for l32, l16 in zip(losses["float32"], losses["bfloat16"], strict=True):
+        assert abs(l16 - l32) <= 2e-2 * abs(l32), losses
+
+
+def test_pure_bf16_needs_bfloat16():
+    tree = {"data": {"train": "x.jsonl"}, "model": {"dtype": "float16", "pure_bf16": True}}
+    with pytest.raises(ConfigError, match=r"model\.pure_bf16: bfloat16 weights need model\.dtype: bfloat16"):
+        from_dict(tree)

@@ -96,8 +96,8 @@ def _loading(cfg: ModelConfig, what: str) -> Iterator[None]:
         raise
     except torch.OutOfMemoryError as err:
         raise ModelLoadError(
-            f"model.name: out of memory loading the {what} of {cfg.name!r} in {cfg.dtype}; use a smaller "
-            "model.dtype, lora.load_in_4bit, or a larger device"
+            f"model.name: out of memory loading the {what} of {cfg.name!r} in {weights_dtype(cfg)}; use "
+            "LoRA (lora.enabled, lora.load_in_4bit), model.pure_bf16 (lossy), or a larger device"
         ) from err
     except (OSError, ValueError, ImportError, KeyError, RuntimeError) as err:
         local = cfg.name in BUILTIN_MODELS or Path(cfg.name).expanduser().exists()
@@ -180,10 +180,25 @@ def _quantization(lora: LoraConfig):
     )
 
 
+def weights_dtype(cfg: ModelConfig) -> torch.dtype:
+    """The dtype the weights are loaded and trained in: float32, except bfloat16 with
+    ``model.pure_bf16``. ``bfloat16`` and ``float16`` are mixed precision (training/precision.py): the
+    forward passes run under autocast and the master weights, their gradients and AdamW's state stay
+    float32, so that updates far below a half-precision ulp of a weight still add up."""
+    return torch.bfloat16 if cfg.dtype == "bfloat16" and cfg.pure_bf16 else torch.float32
+
+
+def saved_dtype(cfg: ModelConfig) -> torch.dtype:
+    """The dtype a finished model is exported in: the half-precision dtype the user asked for with
+    ``bfloat16`` (mixed or pure: the paper's models ship bfloat16 weights), else float32 (a float16
+    run keeps its float32 master weights: float16's range is too narrow for some models' weights)."""
+    return torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+
+
 def load_base_model(cfg: ModelConfig, lora: LoraConfig, vocab_size: int) -> nn.Module:
-    """The causal LM named by ``cfg`` in ``cfg.dtype`` (before LoRA); ``float16`` means mixed precision,
-    so its weights stay float32 (training/precision.py)."""
-    dtype = torch.float32 if cfg.dtype == "float16" else DTYPES[cfg.dtype]
+    """The causal LM named by ``cfg`` in :func:`weights_dtype` (before LoRA): float32 master weights
+    for mixed precision (``bfloat16``, ``float16``), bfloat16 with ``model.pure_bf16``."""
+    dtype = weights_dtype(cfg)
     check_model_source(cfg)
     with _loading(cfg, "model"):
         if cfg.name == TINY_RANDOM:

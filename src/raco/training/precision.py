@@ -1,14 +1,21 @@
-"""float16 mixed precision: float32 master weights, float16 autocast, dynamic loss scaling.
+"""Mixed precision: float32 master weights, half-precision autocast, and float16's dynamic loss scale.
 
-``model.dtype: float16`` keeps the trainable weights (and AdamW's state) in float32 and runs the
-forward passes under ``torch.autocast(dtype=float16)`` (Micikevicius et al., "Mixed Precision
-Training", ICLR 2018). Activation gradients in float16 underflow unless the backward pass is seeded
-with a large factor S, so the gradient engine multiplies its backward seeds by S and divides the
-float32 per-objective gradients by S as soon as they are formed (``GradientEngine.accumulate(...,
-loss_scale=S)``). torch's ``GradScaler`` cannot be used as is: it unscales ``.grad`` at
-``optimizer.step``, whereas our engine forms (and checks) the per-objective gradients itself. Its
-dynamic rule is reproduced exactly: start at 2¹⁶; on a non-finite gradient skip the step and halve S;
-after 2000 finite steps in a row double S.
+``model.dtype: bfloat16`` and ``model.dtype: float16`` keep the trainable weights, their gradients and
+AdamW's state in float32 and run the forward passes under ``torch.autocast`` to the named dtype
+(Micikevicius et al., "Mixed Precision Training", ICLR 2018; raco.models.loading.weights_dtype loads
+the model in float32). Why not train half-precision weights directly: a weight w moves only if the
+update exceeds half its ulp, 2^(⌊log₂|w|⌋ − 8) for bfloat16's 8 significant bits — about 3e-5 at
+|w| ≈ 0.015 — while AdamW's updates at lr 7e-7 are about 7e-7, so nearly every step would round to
+nothing. ``model.pure_bf16: true`` does exactly that (half the weight and optimizer memory): it is
+lossy, and documented as such.
+
+bfloat16 has float32's exponent range, so its gradients need no loss scaling. float16's activation
+gradients underflow unless the backward pass is seeded with a large factor S, so the gradient engine
+multiplies its backward seeds by S and divides the float32 per-objective gradients by S as soon as they
+are formed (``GradientEngine.accumulate(..., loss_scale=S)``). torch's ``GradScaler`` cannot be used as
+is: it unscales ``.grad`` at ``optimizer.step``, whereas our engine forms (and checks) the per-objective
+gradients itself. Its dynamic rule is reproduced exactly: start at 2¹⁶; on a non-finite gradient skip
+the step and halve S; after 2000 finite steps in a row double S.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
+
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+"""``model.dtype`` -> the dtype the forward passes are autocast to (float32: no autocast)."""
 
 
 @dataclass
@@ -56,12 +66,20 @@ class DynamicLossScale:
 
 
 def uses_mixed_float16(dtype: str) -> bool:
-    """``float16`` means mixed precision (float32 weights); float32 and bfloat16 weights are as named."""
+    """Whether ``model.dtype`` needs dynamic loss scaling: float16 only (bfloat16 has float32's range)."""
     return dtype == "float16"
 
 
+def compute_dtype(dtype: str) -> torch.dtype:
+    """The dtype the forward passes compute in for ``model.dtype`` (autocast's, or float32)."""
+    return AUTOCAST_DTYPES.get(dtype, torch.float32)
+
+
 def autocast(dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to float16 for mixed-precision runs, else a no-op context."""
-    if not uses_mixed_float16(dtype):
+    """``torch.autocast`` to bfloat16 or float16 for ``model.dtype`` bfloat16/float16, else a no-op.
+
+    With ``model.pure_bf16`` the weights are bfloat16 already; autocast then changes only the ops it
+    keeps in float32 (softmax, norms' reductions), as Trainer's ``bf16`` does on a bfloat16 model."""
+    if dtype not in AUTOCAST_DTYPES:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.float16)
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[dtype])
