@@ -12,7 +12,11 @@ from raco.training.cli_train import build_parser, main, parse_train_args
 from raco.training.inputs import check_objectives, load_rows
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = sorted((REPO / "configs").rglob("*.yaml"))
+ACCELERATE_CONFIGS = (
+    REPO / "configs" / "accelerate"
+)  # accelerate's format: tests/training/test_accelerate_configs.py
+SHIPPED = sorted(p for p in (REPO / "configs").rglob("*.yaml") if ACCELERATE_CONFIGS not in p.parents)
+PAPER = sorted((REPO / "configs" / "paper").glob("*.yaml"))
 
 
 def write(tmp_path: Path, tree: dict) -> Path:
@@ -120,6 +124,21 @@ def test_every_shipped_config_loads(path):
 
         os.chdir(REPO)
         check_objectives(cfg, load_rows(cfg)[0])
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_configs_use_the_authors_splits_lengths_and_a_cached_reference(path):
+    """RedditSummary-Alignment's held-out split is `val` (PKU-SafeRLHF's `test`); 2048 tokens, 1536 of
+    prompt; reference log-probs cached; bfloat16 mixed precision; the AMoPO baseline is one flag."""
+    cfg = load_config(path)
+    reddit = cfg.data.adapter == "raco_reddit"
+    assert cfg.data.eval_split == ("val" if reddit else "test")
+    assert (cfg.data.max_length, cfg.data.max_prompt_length) == (2048, 1536)
+    assert cfg.model.reference == "cached" and not cfg.lora.enabled
+    assert cfg.model.dtype == "bfloat16" and not cfg.model.pure_bf16
+    assert {o.beta for o in cfg.objectives} == {0.2} and cfg.method.c == 0.4
+    amopo = load_config(path, {"method.name": "amopo"})
+    assert amopo.method.name == "amopo"
 
 
 def test_there_are_paper_and_cpu_configs():
