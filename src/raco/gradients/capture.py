@@ -34,17 +34,25 @@ every trainable parameter must belong to a hooked module (parameters held in ``P
 module holding the container, which uses them); the closed form is used only for modules whose forward
 is ``nn.Linear.forward`` itself (a subclass with its own forward is treated as a generic module); and a
 generic module re-run for its VJP must reproduce its recorded output (no dropout or other randomness).
+
+Parameter identity: gradients are keyed by ``id()`` of the trainable parameters as registered when
+recording starts (for FSDP2, the sharded DTensors the optimizer steps); hooks find a module's
+parameters by attribute name, never by the tensor they meet, because FSDP2 swaps in unsharded tensors
+during forward and backward. Those are frozen by a forward pre-hook as they appear, and the modules
+re-run for their VJP after the backward are unsharded around it (``FSDPModule.unshard``). ``sink``
+receives every gradient as it is formed (the sharded reducer); by default they are summed locally.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.fsdp import FSDPModule
 from torch.utils.hooks import RemovableHandle
 
 from raco.gradients.store import ParamGrads
@@ -64,11 +72,19 @@ _CONTAINERS = (nn.ParameterDict, nn.ParameterList)
 def owned_parameters(module: nn.Module) -> list[nn.Parameter]:
     """The parameters ``module`` uses itself: its own, and those of its parameter containers
     (``ParameterDict``/``ParameterList`` children are never called; their holder uses them)."""
-    own = list(module.parameters(recurse=False))
+    return [holder._parameters[name] for holder, name in owned_slots(module)]
+
+
+Slot = tuple[nn.Module, str]  # (the module holding the attribute, its name): the parameter there now
+
+
+def owned_slots(module: nn.Module) -> list[Slot]:
+    """Where the parameters ``module`` uses itself are registered (see ``owned_parameters``)."""
+    slots = [(module, name) for name, p in module._parameters.items() if p is not None]
     for child in module.children():
         if isinstance(child, _CONTAINERS):
-            own.extend(child.parameters())
-    return own
+            slots.extend((holder, name) for holder in child.modules() for name in holder._parameters)
+    return slots
 
 
 def is_plain_linear(module: nn.Module) -> bool:
@@ -80,14 +96,28 @@ def _checksum(output: Tensor) -> Tensor:
     return output.detach().double().sum()
 
 
-class _ParamSet:
-    """Membership by identity (``in`` on a list of tensors would compare values)."""
+@contextmanager
+def _unsharded(unit: nn.Module | None) -> Iterator[None]:
+    """Gather an FSDP2 unit's parameters for the duration (a collective: every rank calls it)."""
+    if not isinstance(unit, FSDPModule):
+        yield
+        return
+    unit.unshard()
+    try:
+        yield
+    finally:
+        unit.reshard()
 
-    def __init__(self, params: list[nn.Parameter]) -> None:
-        self._ids = {id(p) for p in params}
 
-    def __contains__(self, p: object) -> bool:
-        return id(p) in self._ids
+def _fsdp_owners(model: nn.Module) -> dict[nn.Module, FSDPModule]:
+    """For every module inside an FSDP2 unit: the innermost unit (the one whose parameters it uses)."""
+    units = {name: m for name, m in model.named_modules() if isinstance(m, FSDPModule)}
+    owners: dict[nn.Module, FSDPModule] = {}
+    for name, module in model.named_modules():
+        inside = [u for u in units if u == "" or name == u or name.startswith(u + ".")]
+        if inside:
+            owners[module] = units[max(inside, key=len)]
+    return owners
 
 
 @dataclass
@@ -120,7 +150,9 @@ class FusedCapture:
     _locals: list[_LocalRecord] = field(default_factory=list)
     _unmapped: list[str] = field(default_factory=list)
     _frozen: list[nn.Parameter] = field(default_factory=list)
-    _frozen_set: _ParamSet = field(default_factory=lambda: _ParamSet([]))
+    _unsharded_frozen: list[Tensor] = field(default_factory=list)  # FSDP2's gathered tensors, frozen
+    _keys: dict[nn.Module, list[tuple[Slot, int]]] = field(default_factory=dict)  # trainable slots → key
+    sink: Callable[[int, Tensor], None] | None = None  # receives every gradient as formed (else summed)
 
     def set_head_rows(self, rows: Tensor) -> None:
         """Row index ``[N]`` of the flattened positions the LM head is about to project."""
@@ -150,12 +182,20 @@ class FusedCapture:
             "rows)"
         )
 
-    def _add(self, param: nn.Parameter, grad: Tensor) -> None:
+    def _add(self, key: int, grad: Tensor) -> None:
         grad = grad.to(torch.float32)
-        if id(param) in self.grads:
-            self.grads[id(param)].add_(grad)
+        if self.sink is not None:
+            self.sink(key, grad)
+        elif key in self.grads:
+            self.grads[key].add_(grad)
         else:
-            self.grads[id(param)] = grad
+            self.grads[key] = grad
+
+    def _key(self, module: nn.Module, name: str) -> int | None:
+        """The gradient key of ``module``'s trainable parameter ``name`` (None when it has none)."""
+        return next(
+            (key for (holder, n), key in self._keys.get(module, ()) if holder is module and n == name), None
+        )
 
     def _linear_grads(self, module: nn.Linear, x: Tensor, rows: Tensor | None, delta: Tensor) -> None:
         assert self._u is not None, "set_row_weights must be called before backward"
@@ -165,15 +205,16 @@ class FusedCapture:
         x2 = x.reshape(-1, x.shape[-1])
         d2 = delta.reshape(-1, delta.shape[-1]).to(x2.dtype)
         w = self._u[:, rows].to(x2.dtype)  # [k, N]
+        weight, bias = self._key(module, "weight"), self._key(module, "bias")
         with torch.no_grad():
-            if module.weight in self._frozen_set:
+            if weight is not None:
                 if d2.shape[1] <= x2.shape[1]:  # scale the smaller side (LoRA: rank r)
                     g = torch.matmul((w.unsqueeze(-1) * d2).transpose(1, 2), x2)
                 else:
                     g = torch.matmul(d2.t(), w.unsqueeze(-1) * x2)
-                self._add(module.weight, g)
-            if module.bias is not None and module.bias in self._frozen_set:
-                self._add(module.bias, w @ d2)
+                self._add(weight, g)
+            if bias is not None:
+                self._add(bias, w @ d2)
 
     @staticmethod
     def _as_root(output: Tensor) -> Tensor:
@@ -223,28 +264,38 @@ class FusedCapture:
         output.register_hook(lambda delta: setattr(record, "delta", delta.detach()))
         return output
 
+    def _freeze_gathered(self, module: nn.Module, *_: Any) -> None:
+        """Forward pre-hook: freeze the tensors now in ``module``'s trainable slots (FSDP2's unsharded
+        parameters are not the sharded ones frozen by ``recording``), so no weight gradient is formed."""
+        for (holder, name), _key in self._keys[module]:
+            t = holder._parameters[name]
+            if t is not None and t.requires_grad:
+                t.requires_grad_(False)
+                self._unsharded_frozen.append(t)
+
     def _hook_modules(self) -> list[RemovableHandle]:
         """Hook every module that uses trainable parameters; every trainable parameter must be covered."""
         handles: list[RemovableHandle] = []
-        covered: set[int] = set()  # id() of the parameters hooked so far
+        trainable = {id(p) for p in self._frozen}
+        self._keys = {}
         for module in self.model.modules():
             if isinstance(module, _CONTAINERS):
                 continue
-            own = [p for p in owned_parameters(module) if p in self._frozen_set]
+            own = [(slot, id(slot[0]._parameters[slot[1]])) for slot in owned_slots(module)]
+            own = [(slot, key) for slot, key in own if key in trainable]
             if not own:
                 if module is self.input_embeddings:  # the graph's root: every layer's output needs grad
                     handles.append(module.register_forward_hook(self._on_embeddings_forward))
                 continue
-            covered.update(id(p) for p in own)
-            linear = is_plain_linear(module) and {id(p) for p in own} <= {
-                id(module.weight),
-                id(module.bias),
-            }
+            self._keys[module] = own
+            linear = is_plain_linear(module) and all(
+                holder is module and name in ("weight", "bias") for (holder, name), _ in own
+            )
             hook = self._on_linear_forward if linear else self._on_local_forward
+            handles.append(module.register_forward_pre_hook(self._freeze_gathered))
             handles.append(module.register_forward_hook(hook, with_kwargs=not linear))
-        orphans = [
-            n for n, p in self.model.named_parameters() if p in self._frozen_set and id(p) not in covered
-        ]
+        covered = {key for own in self._keys.values() for _, key in own}
+        orphans = [n for n, p in self.model.named_parameters() if id(p) in trainable - covered]
         if orphans:
             for h in handles:
                 h.remove()
@@ -271,7 +322,7 @@ class FusedCapture:
     def recording(self, n_rows: int) -> Iterator[None]:
         """Freeze trainable parameters and hook modules for one fused forward + backward."""
         self._frozen = [p for p in self.model.parameters() if p.requires_grad]
-        self._frozen_set = _ParamSet(self._frozen)
+        self._unsharded_frozen = []
         self._n_rows, self._locals, self.grads, self._head_rows, self._u = n_rows, [], {}, None, None
         self._unmapped = []
         self._in_head = False
@@ -283,7 +334,7 @@ class FusedCapture:
         finally:
             for h in handles:
                 h.remove()
-            for p in self._frozen:
+            for p in self._frozen + self._unsharded_frozen:
                 p.requires_grad_(True)
             self._in_head = False
 
@@ -298,21 +349,30 @@ class FusedCapture:
                 self._unmappable(record.module, tuple(record.delta.shape[:1]))
         if self._unmapped:
             raise FusedPathUnsupported(self._unmapped[0])
-        for record in records:
-            params = [p for p in owned_parameters(record.module) if p in self._frozen_set]
-            if params and record.delta is not None:
-                for p, g in zip(params, self._local_vjp(record, params), strict=True):
-                    self._add(p, g)
+        owners = _fsdp_owners(self.model) if records else {}
+        by_owner: dict[nn.Module | None, list[_LocalRecord]] = {}
+        for record in records:  # one unshard per FSDP2 unit, in the same order on every rank
+            if record.delta is not None:
+                by_owner.setdefault(owners.get(record.module), []).append(record)
+        for owner, group in by_owner.items():
+            with _unsharded(owner):
+                for record in group:
+                    keyed = self._keys[record.module]
+                    params = [holder._parameters[name] for (holder, name), _ in keyed]
+                    for (_, key), g in zip(keyed, self._local_vjp(record, params), strict=True):
+                        self._add(key, g)
         return self.grads
 
-    def _local_vjp(self, record: _LocalRecord, params: list[nn.Parameter]) -> list[Tensor]:
+    def _local_vjp(self, record: _LocalRecord, params: list[Tensor]) -> list[Tensor]:
         """k gradients of ⟨u_i δ, module(x)⟩ w.r.t. the module's own parameters, stacked per parameter."""
         assert self._u is not None and record.delta is not None
         k = self._u.shape[0]
         w = self._u[:, record.rows].to(record.delta.dtype)
         w = w.reshape(w.shape + (1,) * (record.delta.dim() - 1))
+        # an FSDP2 unit itself is re-run without its hooks (it is unsharded around this call already)
+        run = record.module.forward if isinstance(record.module, FSDPModule) else record.module
         with torch.enable_grad():
-            out = record.module(*record.args, **record.kwargs)
+            out = run(*record.args, **record.kwargs)
             again = _checksum(out)
             if not torch.allclose(again, record.checksum, rtol=1e-6, atol=1e-30, equal_nan=True):
                 raise FusedPathUnsupported(

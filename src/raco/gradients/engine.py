@@ -31,9 +31,16 @@ Solving (``solve_per=``): ``"step"`` (default, Algorithm 1 as written) accumulat
 gradients over micro-batches (and ranks) and solves the dual once; ``"microbatch"`` (the authors' code)
 solves on each rank's micro-batch and sums the directions, which are then all-reduced.
 
-Distributed: pass the *unwrapped* model (or a DDP wrapper, whose ``.module`` is used, so DDP's own
-hooks never fire); per-objective gradients (or directions) are all-reduced explicitly over
-``torch.distributed`` (set up by accelerate or torchrun), so every rank writes the same ``.grad``.
+Distributed (docs/distributed.md): pass the *unwrapped* model, a DDP wrapper (whose ``.module`` is
+used, so DDP's own hooks never fire: no parameter accumulates a gradient), or an FSDP2 model
+(``fully_shard``, gradients/sharding.py). Replicated parameters: per-objective gradients (or
+directions) are all-reduced explicitly, in flat buckets, so every rank writes the same ``.grad``.
+FSDP2-sharded parameters: each rank keeps only its k shards, reduce-scattered from the fused hooks as
+they are formed (gradients/sharded.py); H = all-reduce of the shard-local Σ_p G_p G_pᵀ (k × k numbers);
+Σ a_i g_i is written into the sharded ``.grad``. Sharded models take the fused path only (the plain
+and scalarized paths differentiate the parameters themselves, which FSDP2 gathers and frees inside
+its own hooks) and ``solve_per="step"`` (a rank-local solve needs rank-local gradients, never formed).
+Every tensor given to a collective lives on the compute device (gradients/collectives.py).
 """
 
 from __future__ import annotations
@@ -47,8 +54,10 @@ import torch
 from torch import Tensor, nn
 
 from raco.aggregators import AGGREGATORS, min_norm
+from raco.gradients import collectives
 from raco.gradients import store as gstore
 from raco.gradients.capture import FusedCapture, FusedPathUnsupported
+from raco.gradients.sharded import ShardedReducer, is_sharded
 from raco.losses.logps import Batch, response_logps, unwrap_causal_lm
 from raco.losses.pairwise import (
     NORMALIZATIONS,
@@ -170,6 +179,11 @@ def gram_summary(gram: Tensor) -> tuple[Tensor, Tensor]:
     return norms, gram / denom
 
 
+def _compute_device(params: Sequence[Tensor]) -> torch.device:
+    """Where the trainable parameters (their local shards) live; the CPU when there are none."""
+    return params[0].device if params else torch.device("cpu")
+
+
 class GradientEngine:
     """Per-objective gradients of a policy, aggregated into one update (see module docstring).
 
@@ -187,6 +201,8 @@ class GradientEngine:
         normalize: loss denominators, "batch" (B pairs; the paper's meaning of the weights) or "labeled"
             (N_i pairs with a non-zero sign for objective i); see losses/pairwise.py.
         verify_fused: compare the first fused micro-batch with the plain path (see module docstring).
+        device: the compute device every collective's tensors live on (default: the parameters').
+        bucket_bytes: size of the flat buckets per-objective gradients are reduced in.
     """
 
     def __init__(
@@ -202,6 +218,8 @@ class GradientEngine:
         reference: Reference = NO_REFERENCE,
         normalize: str = "batch",
         verify_fused: bool = True,
+        device: torch.device | str | None = None,
+        bucket_bytes: int = collectives.BUCKET_BYTES,
     ) -> None:
         self.objectives = tuple(objectives)
         self.k = len(self.objectives)
@@ -221,13 +239,33 @@ class GradientEngine:
         self.path = ("fused" if self.k > 1 else "plain") if path == "auto" else path
         self._auto = path == "auto"
         self.solve_per, self.normalize = solve_per, normalize
-        self._verify = verify_fused and self.path == "fused"
         self.params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
+        self.sharded = any(is_sharded(p) for p in self.params)
+        if self.sharded:
+            self._check_sharded(path)
+            self.path, self._auto = "fused", False
+        self._verify = verify_fused and self.path == "fused" and not self.sharded
+        self.device = torch.device(device) if device is not None else _compute_device(self.params)
+        self.bucket_bytes = bucket_bytes
+        self.peak_store_bytes = 0  # the most bytes of per-objective gradients this rank held at once
         causal_lm = unwrap_causal_lm(model)
         self._capture = FusedCapture(
             causal_lm, causal_lm.get_output_embeddings(), causal_lm.get_input_embeddings()
         )
         self._reset()
+
+    def _check_sharded(self, path: str) -> None:
+        if path not in ("auto", "fused") or self.solve_per != "step":
+            raise ValueError(
+                f"an FSDP2-sharded model takes path 'fused' (or 'auto') with solve_per 'step'; got path "
+                f"{path!r}, solve_per {self.solve_per!r}: the plain and scalarized paths differentiate the "
+                "parameters, which FSDP2 gathers and frees inside its own hooks, and a per-micro-batch "
+                "solve needs this rank's unreduced gradients, which sharding never forms"
+            )
+
+    def store_bytes(self) -> int:
+        """Bytes of per-objective gradients this rank holds now (``[k, *shape]``, or shards)."""
+        return sum(g.numel() * g.element_size() for g in self._store.values())
 
     def discard_step(self) -> None:
         """Drop everything accumulated since the last ``finish_step`` (e.g. a step that is skipped)."""
@@ -237,7 +275,8 @@ class GradientEngine:
         self._scale = 1.0
         self._store: gstore.ParamGrads = {}
         self._direction: gstore.ParamGrads = {}
-        self._losses = torch.zeros(self.k, dtype=torch.float64)
+        self._losses = torch.zeros(self.k, dtype=torch.float64, device=self.device)
+        self._replicated: set[int] = set()  # under FSDP2: keys of unsharded parameters
         self._micro_coefficients: list[Tensor] = []
         self._last: tuple[Tensor, Any] | None = None
         self._started = False
@@ -249,8 +288,7 @@ class GradientEngine:
     def step_counts(self, batches: Sequence[Batch]) -> Tensor:
         """``[k]`` loss denominators of this step (B, or N_i under "labeled"), summed over all ranks."""
         counts = loss_denominators([b["signs"] for b in batches], self.normalize)
-        gstore.all_reduce_sum([counts])
-        return counts
+        return collectives.sum_over_ranks(counts, self.device).cpu()
 
     def accumulate(
         self, batch: Batch, *, counts: Tensor, ref_logps: Tensor | None = None, loss_scale: float = 1.0
@@ -281,7 +319,8 @@ class GradientEngine:
             gstore.accumulate_into(self._store, grads)
         else:
             pair, losses = self._scalarized(batch, ref_logps, signs, counts)
-        self._losses += losses.detach().to(torch.float64).cpu()
+        self._losses += losses.detach().to(self._losses)
+        self.peak_store_bytes = max(self.peak_store_bytes, self.store_bytes())
         if self.solve_per == "microbatch" and self.path != "scalarized":
             self._solve_microbatch()
         return MicroBatchStats(
@@ -353,6 +392,8 @@ class GradientEngine:
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
     ) -> tuple[PairLogps, Tensor, gstore.ParamGrads]:
         capture = self._capture
+        reducer = ShardedReducer({id(p): p for p in self.params}, self.bucket_bytes) if self.sharded else None
+        capture.sink = reducer.add if reducer is not None else None
         with capture.recording(n_rows=batch["input_ids"].shape[0]):
             logps, lengths = response_logps(self.model, batch, on_head_rows=capture.set_head_rows)
             leaf = logps.detach().requires_grad_(True)
@@ -365,6 +406,9 @@ class GradientEngine:
             capture.set_row_weights(u)
             logps.backward(torch.full_like(logps, self._scale))
         per_objective = capture.collect()
+        if reducer is not None:
+            per_objective = reducer.finish()
+            self._replicated |= reducer.replicated
         return (
             PairLogps.from_rows(logps.detach(), lengths, ref),
             losses.detach(),
@@ -415,18 +459,17 @@ class GradientEngine:
         """Solve (or finish solving) the step, write Σ a_i g_i into ``.grad``, return the report."""
         if self.path == "scalarized":
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-            gstore.all_reduce_sum(grads)
+            collectives.all_reduce_bucketed_(grads, self.bucket_bytes)
             for p, g in zip(self.params, grads, strict=True):
                 p.grad = g
             report = StepReport(coefficients=self.weights.clone(), losses=self._reduced_losses())
         elif self.solve_per == "microbatch":
-            gstore.all_reduce_sum(list(self._direction.values()))
+            self._all_reduce(self._direction, rows=1)
             gstore.write_direction(self._direction, torch.ones(1), self.params)
             assert self._last is not None, "finish_step called before accumulate"
             report = self._report(*self._last, torch.stack(self._micro_coefficients).mean(dim=0))
         else:
-            gstore.all_reduce_sum(list(self._store.values()))
-            gram = gstore.gram_matrix(self._store, self.k)
+            gram = self._reduced_gram()
             self._check_finite(gram)
             aggregation = self._aggregate(gram)
             gstore.write_direction(self._store, aggregation.coefficients, self.params)
@@ -434,10 +477,37 @@ class GradientEngine:
         self._reset()
         return report
 
+    def _all_reduce(self, grads: gstore.ParamGrads, rows: int, keys: set[int] | None = None) -> None:
+        """Sum the entries of ``grads`` (``[rows, *shape]``; zeros where absent) over ranks, bucketed, in
+        parameter order — the same on every rank, so that the buckets line up (``id()`` keys differ
+        between processes)."""
+        if collectives.world_size() == 1:
+            return
+        ordered = []
+        for p in self.params:
+            if keys is None or id(p) in keys:
+                if id(p) not in grads:
+                    grads[id(p)] = torch.zeros((rows, *p.shape), dtype=torch.float32, device=p.device)
+                ordered.append(grads[id(p)])
+        collectives.all_reduce_bucketed_(ordered, self.bucket_bytes)
+
+    def _reduced_gram(self) -> Tensor:
+        """Sum the replicated per-objective gradients over ranks (bucketed all-reduce) and form H: under
+        FSDP2 the all-reduce of the shard-local partial sums plus the replicated parameters' share."""
+        replicated = self._replicated if self.sharded else None
+        self._all_reduce(self._store, self.k, replicated)
+        if not self.sharded:
+            return gstore.gram_matrix(self._store, self.k)
+        shards = [key for key in self._store if key not in self._replicated]
+        partial = gstore.gram_partial(self._store, self.k, shards).to(self.device)
+        collectives.all_reduce_(partial)
+        rest = gstore.gram_partial(
+            self._store, self.k, [key for key in self._store if key in self._replicated]
+        )
+        return partial.cpu() + rest.cpu()
+
     def _reduced_losses(self) -> Tensor:
-        losses = self._losses.clone()
-        gstore.all_reduce_sum([losses])
-        return losses
+        return collectives.sum_over_ranks(self._losses, self.device).cpu()
 
     def _report(self, gram: Tensor, aggregation: Any, coefficients: Tensor) -> StepReport:
         norms, cosines = gram_summary(gram)

@@ -1,8 +1,9 @@
-"""Per-objective gradient storage: Gram matrix, all-reduce, and writing Σ a_i g_i into ``.grad``.
+"""Per-objective gradient storage: Gram matrix and writing Σ a_i g_i into ``.grad``.
 
-Per-objective gradients live parameter by parameter as ``[k, *shape]`` float32 tensors (memory: k × the
-trainable parameters — small with LoRA, k copies of the model for full fine-tuning). They are kept only
-from the first micro-batch of an optimizer step to the moment the update is written.
+Per-objective gradients live parameter by parameter as ``[k, *shape]`` float32 tensors on the
+parameter's device (memory: k × the trainable parameters — small with LoRA, k copies of the model for
+full fine-tuning; under FSDP2 each rank holds only its ``[k, *local_shape]`` shards, gradients/sharded.py).
+They are kept only from the first micro-batch of an optimizer step to the moment the update is written.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
+
+from raco.gradients import collectives
 
 ParamGrads = dict[int, Tensor]  # id(parameter) -> [k, *parameter.shape] per-objective gradients
 
@@ -25,31 +28,37 @@ def accumulate_into(store: ParamGrads, grads: ParamGrads) -> None:
             store[key] = g
 
 
+def gram_partial(store: ParamGrads, k: int, keys: Sequence[int] | None = None) -> Tensor:
+    """Σ_p G_p G_pᵀ over the store's parameters (or ``keys``), G_p = [k, numel_p], in float64 on the
+    gradients' device (the CPU for an empty store)."""
+    chosen = store.values() if keys is None else [store[key] for key in keys]
+    gram: Tensor | None = None
+    for g in chosen:
+        flat = g.reshape(k, -1).to(torch.float64)
+        gram = flat @ flat.t() if gram is None else gram + flat @ flat.t()
+    return torch.zeros(k, k, dtype=torch.float64) if gram is None else gram
+
+
 def gram_matrix(store: ParamGrads, k: int) -> Tensor:
-    """H_ij = ⟨g_i, g_j⟩ in float64, accumulated parameter by parameter: H = Σ_p G_p G_pᵀ, G_p = [k, numel_p].
+    """H_ij = ⟨g_i, g_j⟩ in float64 (on the host), accumulated parameter by parameter:
+    H = Σ_p G_p G_pᵀ, G_p = [k, numel_p].
 
     Never builds a k × (total parameters) matrix; the float64 copy is one parameter at a time."""
-    gram = torch.zeros(k, k, dtype=torch.float64)
-    for g in store.values():
-        flat = g.reshape(k, -1).to(torch.float64)
-        gram += (flat @ flat.t()).cpu()
-    return gram
+    return gram_partial(store, k).cpu()
 
 
 def distributed_world() -> int:
     """Number of processes when ``torch.distributed`` is initialised (accelerate / torchrun), else 1."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return collectives.world_size()
 
 
 def all_reduce_sum(tensors: Sequence[Tensor]) -> None:
-    """Sum tensors in place over all ranks (no-op in a single process).
+    """Sum tensors in place over all ranks (no-op in a single process), in flat buckets; the tensors
+    must live on the compute device (gradients/collectives.py).
 
     Explicit because DDP's backward hooks never see ``autograd.grad`` or hook-formed gradients
     (PyTorch issue 47562); every rank then holds the global per-objective gradients."""
-    if distributed_world() == 1:
-        return
-    for t in tensors:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    collectives.all_reduce_bucketed_(tensors)
 
 
 def combine(g: Tensor, coefficients: Tensor) -> Tensor:
@@ -62,7 +71,15 @@ def write_direction(store: ParamGrads, coefficients: Tensor, params: Sequence[nn
     """``p.grad = Σ_i a_i g_i[p]`` for every trainable parameter (zeros where no gradient was formed)."""
     for p in params:
         g = store.get(id(p))
-        p.grad = torch.zeros_like(p) if g is None else combine(g, coefficients)[0].to(p.dtype)
+        if g is None:
+            p.grad = torch.zeros_like(p)
+        elif isinstance(p, DTensor):  # g holds this rank's shard: the update is the sharded .grad
+            local = combine(g, coefficients)[0].to(p.dtype)
+            p.grad = DTensor.from_local(
+                local, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
+            )
+        else:
+            p.grad = combine(g, coefficients)[0].to(p.dtype)
 
 
 def add_direction(direction: ParamGrads, store: ParamGrads, coefficients: Tensor) -> None:

@@ -36,12 +36,13 @@ from typing import Any
 
 import torch
 import yaml
+from torch.distributed.tensor import DTensor
 from transformers.utils import logging as hf_logging
 
 from raco.atomic import give_umask_modes
 from raco.config import ConfigError, RunConfig, canonical_key, config_from_tree, load_config, save_config
 from raco.gradients import MicroBatchStats, NonFiniteGradientError
-from raco.gradients.store import all_reduce_sum
+from raco.gradients.collectives import sum_over_ranks
 from raco.losses.pairwise import REWARD_SUMS, reward_means
 from raco.metric_keys import objective_key
 from raco.training import checkpoint as ckpt
@@ -287,8 +288,7 @@ def _step_totals(
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     rewards = sum((m.reward_sums for m in micro), torch.zeros(k, len(REWARD_SUMS), dtype=torch.float64))
     head = torch.cat([losses, torch.tensor([tokens, float(stop), float(oom)], dtype=torch.float64)])
-    flat = torch.cat([head, rewards.flatten()])
-    all_reduce_sum([flat])
+    flat = sum_over_ranks(torch.cat([head, rewards.flatten()]), s.accelerator.device).cpu()
     return _StepTotals(
         flat[:k],
         flat[k + 3 :].reshape(rewards.shape),
@@ -363,7 +363,7 @@ def train_step(s: Session, interrupted: bool = False) -> dict[str, float]:
     except NonFiniteGradientError:
         return _skip_non_finite(s, totals, started)
     max_norm = s.cfg.train.max_grad_norm if s.cfg.train.max_grad_norm is not None else math.inf
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(s.params, max_norm))
+    grad_norm = _clip_grad_norm(s, max_norm)
     finite = math.isfinite(grad_norm) and bool(torch.isfinite(report.losses).all())
     if finite:
         s.optimizer.step()
@@ -376,6 +376,15 @@ def train_step(s: Session, interrupted: bool = False) -> dict[str, float]:
     metrics = _step_metrics(s, report, totals, grad_norm, started)
     metrics["skipped"] = float(not finite)
     return metrics
+
+
+def _clip_grad_norm(s: Session, max_norm: float) -> float:
+    """Clip the update to ``max_norm`` (global norm); returns the norm before clipping. Under FSDP2
+    the norm of the sharded ``.grad`` is a DTensor, reduced over the shards by ``full_tensor``."""
+    norm = torch.nn.utils.clip_grad_norm_(s.params, max_norm)
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
+    return float(norm)
 
 
 def _count_skip(s: Session) -> None:

@@ -1,0 +1,139 @@
+"""Per-objective gradients sharded like FSDP2's parameters: reduce-scattered from the hooks, in buckets.
+
+FSDP2 shards a parameter of d₀ rows on dim 0 over W ranks (``Shard(0)``): rank r holds rows
+[r·c, min((r+1)·c, d₀)) with c = ⌈d₀ / W⌉ (trailing ranks may hold fewer rows, or none). A
+per-objective gradient G ∈ R^{k × d₀ × rest} formed on one rank (from that rank's rows) becomes the
+rank's shard of Σ_ranks G through one reduce-scatter of the row-blocked layout
+
+    G → Gᵀ₀₁ ∈ R^{d₀ × k × rest} → zero-pad to W·c rows → [W, c·k·rest]   (block r is rank r's rows),
+
+and many such layouts travel together: a bucket concatenates them along the second axis, so one
+reduce-scatter of [W, Σ c·k·rest] gives every rank its [Σ c·k·rest] slice. Buckets are sent
+asynchronously as soon as they fill, while the backward goes on; ``finish`` waits for them.
+
+Each rank thus keeps k shards per parameter: the per-objective store costs 4·k·P/W bytes, not 4·k·P.
+Parameters that are not sharded (plain tensors under FSDP2) are summed locally here and all-reduced
+with the rest of a replicated store (see ``replicated``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.distributed.tensor import DTensor, Shard
+
+from raco.gradients import collectives
+from raco.gradients.store import ParamGrads, accumulate_into
+
+
+def is_sharded(p: Tensor) -> bool:
+    """Whether ``p`` is an FSDP2-sharded parameter (a DTensor)."""
+    return isinstance(p, DTensor)
+
+
+@dataclass(frozen=True)
+class ShardGeometry:
+    """Where rank ``rank``'s rows of a ``Shard(0)`` parameter sit: rows [rank·chunk, rank·chunk + rows)."""
+
+    world: int
+    chunk: int
+    rows: int
+    group: dist.ProcessGroup
+
+    @staticmethod
+    def of(p: DTensor) -> ShardGeometry:
+        if p.device_mesh.ndim != 1 or tuple(p.placements) != (Shard(0),):
+            raise ValueError(
+                f"per-objective gradients are sharded only for FSDP2's 1-D Shard(0) layout; got "
+                f"{tuple(p.placements)} on a {p.device_mesh.ndim}-D mesh"
+            )
+        world = p.device_mesh.size()
+        return ShardGeometry(
+            world, math.ceil(p.shape[0] / world), p.to_local().shape[0], p.device_mesh.get_group()
+        )
+
+
+def row_blocks(g: Tensor, geometry: ShardGeometry) -> Tensor:
+    """``[k, d₀, *rest]`` → ``[W, c·k·rest]``: row block r (zero-padded) holds rank r's rows."""
+    t = g.transpose(0, 1)
+    pad = geometry.world * geometry.chunk - t.shape[0]
+    if pad:
+        t = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))])
+    return t.reshape(geometry.world, -1)
+
+
+@dataclass
+class _Bucket:
+    blocks: list[Tensor] = field(default_factory=list)
+    entries: list[tuple[int, ShardGeometry, torch.Size]] = field(default_factory=list)
+    nbytes: int = 0
+
+
+@dataclass
+class ShardedReducer:
+    """Reduce-scatters ``[k, *shape]`` per-objective gradients into per-rank shards as they are formed.
+
+    ``add(key, grad)`` for every contribution (in the same order on every rank: the backward's order);
+    ``finish()`` returns this micro-batch's ``{key: [k, rows, *rest]}`` shards (summed over ranks) and
+    the locally summed gradients of unsharded parameters (whose keys are in ``replicated``)."""
+
+    params: Mapping[int, Tensor]
+    bucket_bytes: int = collectives.BUCKET_BYTES
+    replicated: set[int] = field(default_factory=set)
+    _bucket: _Bucket = field(default_factory=_Bucket)
+    _pending: list[tuple[dist.Work | None, Tensor, _Bucket]] = field(default_factory=list)
+    _out: ParamGrads = field(default_factory=dict)
+    _geometry: dict[int, ShardGeometry] = field(default_factory=dict)
+
+    def add(self, key: int, grad: Tensor) -> None:
+        p = self.params[key]
+        if not is_sharded(p):
+            self.replicated.add(key)
+            accumulate_into(self._out, {key: grad})
+            return
+        if key not in self._geometry:
+            self._geometry[key] = ShardGeometry.of(p)
+        geometry = self._geometry[key]
+        blocks = row_blocks(grad, geometry)
+        bucket = self._bucket
+        if bucket.entries and bucket.entries[0][1].group is not geometry.group:
+            self._flush()
+            bucket = self._bucket
+        bucket.blocks.append(blocks)
+        bucket.entries.append((key, geometry, grad.shape))
+        bucket.nbytes += blocks.numel() * blocks.element_size()
+        if bucket.nbytes >= self.bucket_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        bucket, self._bucket = self._bucket, _Bucket()
+        if not bucket.entries:
+            return
+        flat = torch.cat(bucket.blocks, dim=1).reshape(-1)
+        bucket.blocks = []  # the flat copy is what travels; the blocks can go
+        world = bucket.entries[0][1].world
+        out = flat.new_empty(flat.numel() // world)
+        work = collectives.reduce_scatter_(out, flat, group=bucket.entries[0][1].group, async_op=True)
+        self._pending.append((work, out, bucket))
+
+    def finish(self) -> ParamGrads:
+        """Wait for every bucket; this rank's shards ``{key: [k, rows, *rest]}`` (and unsharded sums)."""
+        self._flush()
+        for work, out, bucket in self._pending:
+            if work is not None:
+                work.wait()
+            offset = 0
+            for key, geometry, shape in bucket.entries:
+                k, rest = shape[0], shape[2:]
+                n = geometry.chunk * k * math.prod(rest)
+                piece = out[offset : offset + n].view(geometry.chunk, k, *rest)[: geometry.rows]
+                accumulate_into(self._out, {key: piece.transpose(0, 1).contiguous()})
+                offset += n
+        self._pending = []
+        out, self._out = self._out, {}
+        return out
