@@ -13,6 +13,11 @@ What DIR holds (always safetensors weights, the tokenizer, the model card ``READ
 * a full fine-tuning run (``--merge`` changes nothing): a copy of the run's model with
   ``use_cache`` on and the tokenizer's end-of-sequence token in its generation config.
 
+Full and merged models are written in the dtype the run asked for (``raco.models.loading.saved_dtype``):
+a ``model.dtype: bfloat16`` run trains float32 master weights and exports them rounded once to bfloat16,
+the dtype the paper's models ship in (half the size); float32 and float16 (mixed) runs export float32.
+An adapter is copied as trained.
+
 An existing non-empty DIR is refused unless ``--overwrite``; the folder is built beside DIR and
 renamed into place, so a failed export leaves no half-written DIR.
 """
@@ -147,14 +152,40 @@ def _merged(cfg, model_dir: Path, tokenizer):
     import torch
     from peft import PeftModel
 
-    from raco.models.loading import prepare_base
+    from raco.models.loading import prepare_base, saved_dtype
 
     lora = replace(cfg.lora, load_in_4bit=False)  # merge into unquantised weights
     base = prepare_base(cfg.model, lora, len(tokenizer))
     with torch.no_grad():
         model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
     model.eval()
-    return model
+    return model.to(saved_dtype(cfg.model))  # merged in the training dtype, rounded once
+
+
+def _stored_dtype(folder: Path) -> str | None:
+    """The weights' dtype a saved transformers model declares (``dtype``, or ``torch_dtype`` before
+    transformers 5), e.g. ``"float32"``."""
+    config = json.loads((folder / "config.json").read_text())
+    return config.get("dtype") or config.get("torch_dtype")
+
+
+def _copy_full_model(cfg, model_dir: Path, tmp: Path) -> None:
+    """The run's full model into ``tmp``, its weights in the run's saved dtype (float32 master weights
+    of a bfloat16 run are rewritten in bfloat16; weights already in that dtype are copied as they are)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from raco.models.loading import saved_dtype
+
+    target = saved_dtype(cfg.model)
+    if _stored_dtype(model_dir) == str(target).removeprefix("torch."):
+        _copy_files(model_dir, tmp)
+        return
+    weights = ("config.json", "model.safetensors.index.json")
+    _copy_files(model_dir, tmp, skip=weights + tuple(p.name for p in model_dir.glob("*.safetensors")))
+    with torch.no_grad():
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=target)
+    model.save_pretrained(tmp, safe_serialization=True)
 
 
 def _write(tmp: Path, cfg, summary: dict, model_dir: Path, lora: bool, merge: bool) -> tuple[str, dict]:
@@ -177,7 +208,7 @@ def _write(tmp: Path, cfg, summary: dict, model_dir: Path, lora: bool, merge: bo
         make_adapter_config_portable(tmp, base)
     else:
         kind = FULL
-        _copy_files(model_dir, tmp)
+        _copy_full_model(cfg, model_dir, tmp)
         _generation_ready(tmp, tokenizer)
     write_base_record(tmp, base)
     write_model_card(tmp, summary, kind, base)

@@ -128,3 +128,32 @@ def test_pure_bf16_needs_bfloat16():
     tree = {"data": {"train": "x.jsonl"}, "model": {"dtype": "float16", "pure_bf16": True}}
     with pytest.raises(ConfigError, match=r"model\.pure_bf16: bfloat16 weights need model\.dtype: bfloat16"):
         from_dict(tree)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora-merged"])
+def test_export_of_a_bfloat16_run_is_bfloat16(tiny_config, tmp_path, lora):
+    """A bfloat16 run trains float32 masters (``model/`` keeps them); ``raco export`` writes the dtype
+    the run asked for: bfloat16 safetensors, the trained weights rounded once."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from raco.export import export
+
+    tree = tiny_config(**{"model.dtype": "bfloat16", "train.max_steps": 1, "lora.enabled": lora})
+    session = setup(from_dict(tree))
+    run(session)
+    out = export(session.run_dir, tmp_path / "export", merge=True).output
+    files = sorted(out.glob("*.safetensors"))
+    assert files
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            names = f.keys()  # a safetensors file is not iterable
+            assert {f.get_slice(name).get_dtype() for name in names} == {"BF16"}
+    exported = AutoModelForCausalLM.from_pretrained(str(out))
+    assert exported.dtype == torch.bfloat16
+    trained = session.accelerator.unwrap_model(session.model)
+    if lora:
+        trained = trained.merge_and_unload()
+    expected = {n: p.detach().to(torch.bfloat16) for n, p in trained.state_dict().items()}
+    for name, tensor in exported.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
