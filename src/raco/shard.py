@@ -16,8 +16,10 @@ functions take ``device`` (the model's), defaulting to :func:`collective_device`
 device under NCCL, else the CPU), and give results back on the device of their input.
 
 Under a sharded model (FSDP2, :func:`is_sharded`) every forward pass is itself a collective (the layers
-all-gather their weights), so processes must run the same number of forward passes: ``lockstep``
-shares give the processes with one item fewer a dummy item (its result discarded).
+all-gather their weights), and so is a DistributedDataParallel forward (it broadcasts the buffers), so
+processes must run the same number of forward passes: ``lockstep`` shares give the processes with one
+item fewer a dummy item (its result discarded). Forward passes of shared work are cheap enough to
+always run in lockstep (at most one extra item per process); generation does so only when sharded.
 """
 
 from __future__ import annotations
@@ -52,6 +54,14 @@ def is_sharded(model: nn.Module) -> bool:
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def local_module(model: nn.Module) -> nn.Module:
+    """The module a DistributedDataParallel wrapper holds (its forward broadcasts buffers), else
+    ``model``: replicated weights need no collective to run forward."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def shard_range(n: int, rank: int, world: int) -> range:

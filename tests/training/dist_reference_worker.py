@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
-from shard_fixtures import BATCH_SIZES, toy_reference
+from shard_fixtures import BATCH_SIZES, toy
 
 from raco.models.reference import cached_reference, shared_reference_table
 from raco.shard import gather_contiguous, gather_strided
@@ -30,7 +30,8 @@ def main(root: Path) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     check_gathers(rank)
-    reference, pairs, make_batch = toy_reference(root / "data")
+    made = toy(root / "data")
+    reference, pairs, make_batch = made.reference, made.data.train, made.collate
     for size in BATCH_SIZES:
         table = shared_reference_table(reference, pairs, make_batch, size, progress=rank == 0)
         save_file({"logps": table}, str(root / f"table-{size}-{rank}.safetensors"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from shard_fixtures import BATCH_SIZES, toy_reference
+from shard_fixtures import BATCH_SIZES, toy
 
 from raco.models.reference import compute_reference_table, shared_reference_table
 from raco.shard import lockstep_share, shard_range
@@ -38,7 +38,8 @@ def test_lockstep_share_alone_is_everything():
 
 
 def test_one_process_shared_table_is_the_plain_table(tmp_path):
-    reference, pairs, collate = toy_reference(tmp_path)
+    made = toy(tmp_path)
+    reference, pairs, collate = made.reference, made.data.train, made.collate
     for size in BATCH_SIZES:
         plain = compute_reference_table(
             reference, lambda size=size: eval_batches(pairs, collate, size), len(pairs)
@@ -62,7 +63,8 @@ def test_two_processes_give_the_one_process_table(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "done-0").exists() and (tmp_path / "done-1").exists()
-    reference, pairs, collate = toy_reference(tmp_path / "here")
+    made = toy(tmp_path / "here")
+    reference, pairs, collate = made.reference, made.data.train, made.collate
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the workers ran
     try:

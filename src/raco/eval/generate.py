@@ -132,22 +132,37 @@ class TransformersBackend:
         self, prompts: Sequence[Prompt], config: GenerationConfig, *, progress: bool = True
     ) -> list[str]:
         """One response per prompt, in the prompts' order."""
+        encoded = encode_prompts(self.tokenizer, prompts, config.chat_template)
+        answers = self.generate_batches(
+            encoded, batch_plan(encoded, config.batch_size), config, progress=progress
+        )
+        return [answers[i] for i in range(len(encoded))]
+
+    def generate_batches(
+        self,
+        encoded: Sequence[list[int]],
+        batches: Sequence[Sequence[int]],
+        config: GenerationConfig,
+        *,
+        progress: bool = True,
+        synced: bool = False,
+    ) -> dict[int, str]:
+        """The responses to the prompts of ``batches`` (lists of indices into ``encoded``, e.g. some of
+        :func:`batch_plan`'s), by index. ``synced``: every process keeps running forward passes until
+        all have finished (a sharded model's forward is a collective; transformers' ``synced_gpus``)."""
         from tqdm.auto import tqdm
 
-        encoded = encode_prompts(self.tokenizer, prompts, config.chat_template)
-        order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))  # similar lengths together
-        responses: list[str] = [""] * len(encoded)
-        with tqdm(total=len(encoded), desc="generate", unit="prompt", disable=not progress) as bar:
-            for start in range(0, len(order), config.batch_size):
-                rows = order[start : start + config.batch_size]
-                for row, text in zip(
-                    rows, self._batch([encoded[i] for i in rows], rows, config), strict=True
-                ):
-                    responses[row] = text
+        responses: dict[int, str] = {}
+        with tqdm(total=sum(map(len, batches)), desc="generate", unit="prompt", disable=not progress) as bar:
+            for rows in batches:
+                texts = self._batch([encoded[i] for i in rows], list(rows), config, synced)
+                responses.update(zip(rows, texts, strict=True))
                 bar.update(len(rows))
         return responses
 
-    def _batch(self, encoded: list[list[int]], rows: list[int], config: GenerationConfig) -> list[str]:
+    def _batch(
+        self, encoded: list[list[int]], rows: list[int], config: GenerationConfig, synced: bool = False
+    ) -> list[str]:
         import torch
         from transformers import GenerationConfig as HFGenerationConfig
 
@@ -178,10 +193,17 @@ class TransformersBackend:
                     attention_mask=attention,
                     generation_config=settings,
                     logits_processor=sampling_processors(config, rows),
+                    synced_gpus=True if synced else None,  # None: transformers decides, as before
                 )
         finally:
             self.model.train(was_training)
         return [decode_response(self.tokenizer, row[width:].tolist(), ends) for row in out]
+
+
+def batch_plan(encoded: Sequence[list[int]], batch_size: int) -> list[list[int]]:
+    """Prompt indices in batches of ``batch_size``, longest prompts first (similar lengths together)."""
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def sampling_processors(config: GenerationConfig, rows: Sequence[int]) -> Any:

@@ -36,7 +36,6 @@ from raco.shard import (
     any_across,
     check_same,
     gather_contiguous,
-    is_sharded,
     rank_and_world,
     rounds,
     shard_range,
@@ -176,12 +175,6 @@ def compute_reference_table(
     return table
 
 
-def reference_module(reference: Reference) -> nn.Module | None:
-    """The model a reference runs (the policy for ``adapter``), or None (``cached``, ``none``)."""
-    model = getattr(reference, "model", None)
-    return model if model is not None else getattr(reference, "policy", None)
-
-
 def shared_reference_table(
     reference: Reference,
     pairs: Sequence[dict],
@@ -197,9 +190,9 @@ def shared_reference_table(
     The rows are cut into the batches one process would use (``pairs[b·size : (b+1)·size]``, where
     ``row_index`` is a pair's position); process r computes the contiguous block
     ``shard_range(B, r, W)`` of them and the blocks are all-gathered on ``device`` (the model's): every
-    row's log-probs are those of the 1-process table, bit for bit (same batch, same padding). With a
-    sharded model the processes run the same number of forward passes (a dummy one where a block is
-    one batch short). ``progress``: a bar on process 0 over its own rows."""
+    row's log-probs are those of the 1-process table, bit for bit (same batch, same padding). The
+    processes run the same number of forward passes (a dummy one where a block is one batch short),
+    as a sharded or DDP-wrapped model needs. ``progress``: a bar on process 0 over its own rows."""
     rank, world = rank_and_world()
     starts = range(0, len(pairs), batch_size)
     mine = shard_range(len(starts), rank, world)
@@ -217,8 +210,7 @@ def shared_reference_table(
 
     with bar:
         local = compute_reference_table(reference, batches, len(rows), rows.start)
-    model = reference_module(reference)
-    if model is not None and is_sharded(model) and starts and len(mine) < rounds(len(starts), world):
+    if world > 1 and starts and len(mine) < rounds(len(starts), world):
         with torch.no_grad():
             reference.logps(make_batch(pairs[:batch_size]))  # the others' last forward: a collective
     return gather_contiguous(local, device)
