@@ -325,7 +325,9 @@ def datasheet(numbers: dict[str, Any]) -> str:
         "`train.jsonl`, `eval.jsonl`: raco's pairwise layout, one pair per line: `prompt` (chat messages),",
         "`response_1`, `response_2`, `raco_s_<objective>` (+1/−1/0), `scores` ({objective: [score_1,",
         "score_2]}), `meta` (topic, instruction type, styles). Load with",
-        '`raco data inspect src/raco/demo_data/train.jsonl` or `raco.demo_data.path("train")`.',
+        "`raco data inspect raco-demo` (`--data.split eval` for the held-out part); in a config",
+        "`data: {train: raco-demo, split: train, eval_split: eval}`; in Python",
+        '`raco.demo_data.path("train")`.',
         "",
         "Pairs dropped while building (a response empty, both identical, or every sign 0): "
         + (", ".join(f"{n} {why}" for why, n in numbers["dropped"].items() if n) or "none")

@@ -7,6 +7,7 @@ Add a command by writing ``_add_<name>(subparsers)`` that registers its parser w
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -160,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as err:
         print(f"raco: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `raco data inspect ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -157,3 +157,16 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
         outputs.append(out)
     for split in ("train", "eval"):
         assert (outputs[0] / f"{split}.jsonl").read_bytes() == (outputs[1] / f"{split}.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_the_name_raco_demo_reads_the_shipped_split(split):
+    """`data.train: raco-demo` (with `split`/`eval_split`) is the shipped file, row for row."""
+    by_name = load_preference_data(DataSpec("raco-demo", split=split))
+    by_path = load_preference_data(DataSpec(str(path(split))))
+    assert by_name.rows == by_path.rows and len(by_name.rows) == numbers()["files"][split]["rows"]
+
+
+def test_the_name_raco_demo_names_its_splits_on_a_bad_one(capsys):
+    assert main(["data", "inspect", "raco-demo", "--data.split", "test"]) == 2
+    assert "raco-demo: has no split 'test'; splits are train, eval" in capsys.readouterr().err

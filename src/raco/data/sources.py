@@ -32,6 +32,8 @@ COMPRESSION: dict[str, Callable[..., io.BufferedIOBase]] = {
     ".xz": lzma.open,
 }
 """Compression suffix -> opener of the decompressed bytes (codecs that `datasets` also reads)."""
+DEMO_DATASET = "raco-demo"
+"""The name of raco's embedded demo dataset (``src/raco/demo_data``): splits ``train`` and ``eval``."""
 _COMPRESSION_ERRORS = (OSError, EOFError, lzma.LZMAError)
 
 _quiet = False
@@ -106,11 +108,14 @@ def load_records(
     data_dir: str | None = None,
     revision: str | None = None,
 ) -> Records:
-    """Rows of a local file or folder, or of a Hugging Face dataset (name, config, split, revision).
+    """Rows of a local file or folder, of a Hugging Face dataset (name, config, split, revision), or of
+    raco's embedded demo dataset (:data:`DEMO_DATASET`, split ``train`` or ``eval``).
 
-    A single local file is one split: ``split`` applies to folders and hub datasets only.
+    A single local file is one split: ``split`` applies to folders, hub datasets and the demo only.
     """
     path = Path(path_or_name).expanduser()
+    if path_or_name == DEMO_DATASET and not path.exists():
+        path = _demo_split(split)
     if path.is_file():
         records = _load_file(path)
     elif path.is_dir():
@@ -124,6 +129,19 @@ def load_records(
     if len(records) == 0:
         raise DataError("contains no rows (empty file or split)", file=records.name)
     return records
+
+
+def _demo_split(split: str) -> Path:
+    """The file of one split of raco's embedded demo dataset (``raco.demo_data``)."""
+    from raco import demo_data
+
+    if split not in demo_data.SPLITS:
+        raise DataError(
+            f"has no split {split!r}; splits are {', '.join(demo_data.SPLITS)}",
+            file=DEMO_DATASET,
+            suggestion=closest_name(split, demo_data.SPLITS),
+        )
+    return demo_data.path(split)
 
 
 def _kind(path: Path) -> tuple[str, str | None]:
