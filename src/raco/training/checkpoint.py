@@ -17,6 +17,16 @@ complete checkpoints are kept. A checkpoint is resumed with the number of proces
 (each restores its own random state); another number is refused, since the global batch, and so the
 trajectory, depends on it.
 
+Sharded state (a model whose parameters are DTensors: FSDP2 ``fully_shard``, :func:`is_sharded`) is
+saved with torch.distributed.checkpoint (DCP): ``sharded/`` holds every process's shard of the model
+and optimizer states (``__<rank>_0.distcp``, from ``get_state_dict``) and their ``.metadata``, in
+place of ``trainable.safetensors`` and the optimizer's state dict (``optimizer.pt`` then holds the
+scheduler only). Atomic as above: the main process makes the temporary folder and tells the others its
+name; every process writes its shard into it (fsync'ed); the main process writes the other files and
+renames the folder; every process waits for that (:func:`save_sharded`, :func:`write_sharded_checkpoint`).
+Each process loads the parts of the saved shards its own shards cover: on the same number of
+processes, on another, or into an unsharded model (DCP reshards on load: :func:`load_sharded`).
+
 ``state.json`` also records what a resumed run needs to end with the uninterrupted run's files: how
 many ``metrics.jsonl`` records had been written, the metrics the run would report at its end so far,
 the wall time spent so far, and (``final``) whether the final evaluation is in.
@@ -33,18 +43,28 @@ import shutil
 import signal
 import socket
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 
 from raco.atomic import file_mode, make_temp_dir
 from raco.config import ConfigError
+from raco.shard import any_across, rank_and_world
+from raco.shard import is_sharded as is_sharded  # the predicate a caller picks the layout by
 
 CHECKPOINTS = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -152,6 +172,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
+        if path.is_dir():
+            _fsync_tree(path)
+            continue
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
     _fsync_dir(folder)
@@ -246,27 +269,146 @@ def write_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     target = root / checkpoint_name(step)
     tmp = make_temp_dir(f".tmp-{target.name}-", root)
+    try:
+        write_files(tmp, files)
+        publish_folder(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    prune_checkpoints(run_dir, keep_last)
+    return target
+
+
+def write_files(tmp: Path, files: dict[str, Any]) -> None:
+    """Write ``files`` (see :func:`write_checkpoint`) into the folder ``tmp``."""
+    for index, (name, content) in enumerate(files.items()):
+        if index == len(files) // 2:
+            fault_point("mid-checkpoint-write")
+        _write_file(tmp / name, content)
+
+
+def publish_folder(tmp: Path, target: Path) -> None:
+    """fsync the complete folder ``tmp`` and rename it to ``target`` (a checkpoint of the same step is
+    set aside until the new one is in place, then removed; put back if the rename fails)."""
+    root = target.parent
+    _fsync_tree(tmp)
     aside = None
     try:
-        for index, (name, content) in enumerate(files.items()):
-            if index == len(files) // 2:
-                fault_point("mid-checkpoint-write")
-            _write_file(tmp / name, content)
-        _fsync_tree(tmp)
         if target.exists():  # the same step again (a run resumed from it): set the old one aside
             aside = root / f".old-{target.name}-{secrets.token_hex(4)}"  # until the new one is in place
             os.replace(target, aside)
         os.replace(tmp, target)
         _fsync_dir(root)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         if aside is not None:
             if target.exists():
                 shutil.rmtree(aside, ignore_errors=True)
             else:
                 os.replace(aside, target)
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
+    """Remove all but the newest ``keep_last`` complete checkpoints of ``run_dir``."""
     for old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+SHARDED = "sharded"  # the torch.distributed.checkpoint folder of a checkpoint of sharded state
+
+
+def _dcp_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    if optimizer is None:
+        return {"model": get_model_state_dict(model)}
+    model_state, optim_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optim": optim_state}
+
+
+@contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """DCP warns that it assumes one process whenever it runs without torch.distributed: intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
+def _broadcast_name(name: str | None) -> str:
+    """The main process's ``name`` on every process."""
+    if rank_and_world()[1] == 1:
+        assert name is not None
+        return name
+    box = [name]
+    dist.broadcast_object_list(box, src=0)
+    assert box[0] is not None
+    return box[0]
+
+
+def save_sharded(
+    folder: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    files: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically write ``folder`` holding the (sharded) state of ``model`` and ``optimizer`` in
+    ``folder/sharded`` (torch.distributed.checkpoint) and the main process's ``files`` (as
+    :func:`write_checkpoint`'s). Call on every process: a collective. A folder already there is
+    replaced only once the new one is complete; a crash leaves a ``.tmp-<name>-*`` sibling."""
+    folder = Path(folder)
+    rank, world = rank_and_world()
+    tmp_name = None
+    if rank == 0:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp_name = make_temp_dir(f".tmp-{folder.name}-", folder.parent).name
+    tmp = folder.parent / _broadcast_name(tmp_name)
+    failed: BaseException | None = None
+    try:
+        with _single_process_quiet():
+            dcp.save(
+                _dcp_state(model, optimizer),
+                storage_writer=dcp.FileSystemWriter(tmp / SHARDED, sync_files=True),
+                no_dist=world == 1,
+            )  # returns on every process once every shard and the .metadata are written
+        if rank == 0:
+            write_files(tmp, files or {})
+            publish_folder(tmp, folder)
+    except Exception as err:  # the others must not wait for a process that gave up
+        failed = err
+    finally:
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if any_across(failed is not None):  # also the barrier: no process goes on before the rename
+        raise failed or RuntimeError(f"writing {folder} failed on another process")
+    return folder
+
+
+def load_sharded(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Load what :func:`save_sharded` wrote into ``model`` (and ``optimizer``), in place. Call on every
+    process: each reads the parts of the saved shards its own shards cover, so the number of processes
+    (and whether the model is sharded at all) may differ from the writer's."""
+    path = Path(folder) / SHARDED
+    if not (path / ".metadata").is_file():
+        raise ConfigError(f"{folder} holds no sharded state ({SHARDED}/.metadata is missing)")
+    state = _dcp_state(model, optimizer)
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=path, no_dist=rank_and_world()[1] == 1)
+    if optimizer is None:
+        set_model_state_dict(model, state["model"])
+    else:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+def write_sharded_checkpoint(
+    run_dir: Path,
+    step: int,
+    files: dict[str, Any],
+    keep_last: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> Path:
+    """:func:`write_checkpoint` for sharded state: checkpoint ``step`` with the model and optimizer
+    in ``sharded/`` (:func:`save_sharded`) and the main process's ``files`` (the scheduler, RNG
+    states, state.json, config); pruned to the newest ``keep_last``. Call on every process."""
+    target = save_sharded(Path(run_dir) / CHECKPOINTS / checkpoint_name(step), model, optimizer, files)
+    if rank_and_world()[0] == 0:
+        prune_checkpoints(run_dir, keep_last)
     return target
 
 
@@ -284,7 +426,9 @@ def _write_file(path: Path, content: Any) -> None:
 
 def read_checkpoint(folder: Path, rank: int = 0, processes: int | None = None) -> dict[str, Any]:
     """The contents of checkpoint ``folder`` for process ``rank`` of ``processes`` (torch files loaded
-    weights_only); ``"rng"`` is that process's random state.
+    weights_only); ``"rng"`` is that process's random state. ``"sharded"``: the model and optimizer
+    are in ``sharded/`` (:func:`load_sharded`; ``"trainable"`` is None, ``"optim"`` holds the
+    scheduler's).
 
     A ``ConfigError`` when the checkpoint was written by another number of processes."""
     folder = Path(folder)
@@ -308,11 +452,13 @@ def read_checkpoint(folder: Path, rank: int = 0, processes: int | None = None) -
     rng = torch.load(rng_file, weights_only=True)
     if "python" not in rng:  # older layout: Python/NumPy states (of process 0) in state.json
         rng.update(state["rng"])
+    sharded = (folder / SHARDED).is_dir()  # model and optimizer: load_sharded(folder, ...)
     return {
-        "trainable": load_file(str(folder / "trainable.safetensors")),
+        "trainable": None if sharded else load_file(str(folder / "trainable.safetensors")),
         "optim": torch.load(folder / "optimizer.pt", weights_only=True),
         "rng": rng,
         "state": state,
+        "sharded": sharded,
     }
 
 
