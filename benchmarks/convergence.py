@@ -5,7 +5,7 @@ aggregator on small multi-objective test problems.
 
 Every aggregator is called from ``raco.aggregators`` (nothing is reimplemented here); the problems'
 losses and gradients are written out in numpy (their gradients are checked against torch.autograd in
-tests/benchmarks/test_convergence.py). Four parts, each printing a table:
+tests/benchmarks/test_convergence.py). Three parts, each printing tables:
 
 1. **The two-objective clipping claim** (docs/algorithm.md §4, the paper's Thm 3.2). For k = 2, with
    g₀ = Σ w_i g_i, p the CAGrad dual, p̃ = min(p, w) RACO's clipped dual, ρ = cos(g₀, G p) and
@@ -21,13 +21,15 @@ tests/benchmarks/test_convergence.py). Four parts, each printing a table:
 
 2. **Gradient descent** θ ← θ − η·d, d = Σ a_i g_i, a = aggregator(H, w) with H the Gram matrix of the
    exact gradients (deterministic, no optimizer state). Each step's length is capped at ``max_step``
-   (a trust-region cap; it only bites next to the log singularities of the CAGrad toy). Measures per run:
+   (a trust-region cap against the 1/|u| gradients next to the toy's log singularities; the same rule
+   for every method). Measures per run (tables: median or mean over starts × weight vectors):
 
    * steps to Pareto-criticality: the first t with M(θ_t) ≤ ε, where M = ``min_norm(H)`` =
      min_{p∈Δ} ‖Σ p_i g_i‖ (docs/algorithm.md §2; a norm, not squared). Runs that never get there
      within T steps count as T + 1 ("reached" gives the fraction that did).
-   * the final weighted loss as a gap: L_w(θ_T) − L_w*, L_w = Σ w_i L_i, L_w* its global minimum
-     (found by multi-start L-BFGS-B from problem-specific starting points).
+   * the final weighted loss as a gap (column "L_w gap", mean): L_w(θ_T) − L_w*, L_w = Σ w_i L_i,
+     L_w* its global minimum (toy: x₁ in closed form, then a bounded 1-D search; ff: mean-shift from
+     many starts, keeping every global minimiser; quad: closed form).
    * the **target distance** — how far the end point lies from the trade-off the weights ask for.
      The weights ask for θ*_w = argmin L_w (the point Thm 3.1 drives RACO, CAGrad and weighted_sum
      towards; MGDA ignores w). With the payoff table of the single-objective minimisers giving the
@@ -37,7 +39,13 @@ tests/benchmarks/test_convergence.py). Four parts, each printing a table:
                            sqrt( (1/k) Σ_i ((L_i(θ_T) − L_i(θ*_w)) / (n_i − z_i))² ),
 
      the RMS distance in objective space with every objective scaled to its front's range:
-     0 = the run ended at the weight-preferred Pareto point, 0.1 = 10 % of the front's range away.
+     0 = the run ended at the weight-preferred Pareto point, 0.1 = 10 % of the front's range away
+     (columns "target", the median, and "p90", the 90th percentile).
+   * "clip": for ``raco``, the fraction of steps where the clip changed the correction's direction
+     (p̃ not proportional to p; for k = 2 that needs p interior and p ≠ w — a vertex p = e_j clips to
+     w_j e_j, the same direction, so RACO's step equals CAGrad's).
+   * "warn": RuntimeWarnings raised by the aggregators and ``min_norm`` (a dual they could not certify
+     on a numerically singular Gram matrix; the best point found is used).
 
    Problems (all unconstrained, θ ∈ R^n):
 
@@ -334,7 +342,10 @@ def ff_modes(anchors: np.ndarray, w: np.ndarray, iters: int = 3000) -> np.ndarra
     )
     for _ in range(iters):
         e = w[None, :] * np.exp(-((theta[:, None, :] - anchors[None]) ** 2).sum(-1))
-        theta = (e @ anchors) / e.sum(1, keepdims=True)
+        new = (e @ anchors) / e.sum(1, keepdims=True)
+        if np.abs(new - theta).max() < 1e-14:
+            return new
+        theta = new
     return theta
 
 
@@ -407,13 +418,13 @@ def toy_minimiser(w: np.ndarray) -> np.ndarray:
     return np.array([[x1, float(x2)]])
 
 
-def toy_problem(steps: int = 2000) -> Problem:
+def toy_problem(steps: int = 1500) -> Problem:
     return Problem(
         name="toy",
         k=2,
         dim=2,
         evaluate=toy_evaluate,
-        lr=0.05,
+        lr=0.1,
         eps=1e-2,
         steps=steps,
         box=10.0,
@@ -788,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     k_series: dict[str, dict[str, list[float]]] = {f"{m} ffk": {"steps": [], "target": []} for m in METHODS}
     for k in cfg.k_values:
         p = ff_problem(k, steps=300)
-        rng = np.random.default_rng(args.seed + 3)
+        rng = np.random.default_rng(args.seed + 2)
         starts, weights = runs_for(p, cfg.sweep_starts, rng)
         for m in METHODS:
             s = summarise(p, gradient_descent(p, m, starts, weights, steps=scaled(p)), weights, scaled(p))
@@ -804,7 +815,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(HEADER.replace("problem", "q      "))
     q_series: dict[str, dict[str, list[float]]] = {}
     for p in (toy, problems[1]):
-        rng = np.random.default_rng(args.seed + 4)
+        rng = np.random.default_rng(args.seed + 2)
         starts, weights = runs_for(p, cfg.sweep_starts, rng)
         for m in METHODS:
             key = f"{m} {p.name}"
