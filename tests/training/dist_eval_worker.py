@@ -34,7 +34,7 @@ def outcome(made: Toy) -> dict:
 def main(root: Path) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    made = toy(root / "data")
+    made = toy(root / f"data-{rank}")
     (root / f"replicated-{rank}.json").write_text(json.dumps(outcome(made)))
     for layer in made.model.model.layers:
         fully_shard(layer)

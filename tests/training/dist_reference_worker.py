@@ -3,7 +3,9 @@
 Every process computes the toy training rows' reference table together (``shared_reference_table``)
 for a few batch sizes and writes its copy to ``DIR/table-<size>-<rank>.safetensors``; then the cache
 is filled by both processes (one computation, written by process 0) and read again (no computation);
-a key that differs between processes is refused. ``DIR/done-<rank>`` marks a clean finish."""
+a key that differs between processes is refused; last, the training run ``DIR/cached.yaml``
+(``model.reference: cached``) with its cache in ``DIR/run-cache``. ``DIR/done-<rank>`` marks a clean
+finish."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from shard_fixtures import BATCH_SIZES, toy
 
+import raco.models.reference as reference_module
 from raco.models.reference import cached_reference, shared_reference_table
 from raco.shard import gather_contiguous, gather_strided
+from raco.training.loop import train
 
 
 def check_gathers(rank: int) -> None:
@@ -30,7 +34,7 @@ def main(root: Path) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     check_gathers(rank)
-    made = toy(root / "data")
+    made = toy(root / f"data-{rank}")
     reference, pairs, make_batch = made.reference, made.data.train, made.collate
     for size in BATCH_SIZES:
         table = shared_reference_table(reference, pairs, make_batch, size, progress=rank == 0)
@@ -51,6 +55,8 @@ def main(root: Path) -> None:
         assert "disagree on weights" in str(err), err
     else:
         raise AssertionError("a key that differs between processes was accepted")
+    reference_module.cache_dir = lambda: root / "run-cache"  # type: ignore[assignment]
+    train(root / "cached.yaml")
     (root / f"done-{rank}").write_text("ok")
     dist.barrier()
     dist.destroy_process_group()

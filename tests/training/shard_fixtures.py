@@ -48,7 +48,8 @@ class Toy:
 
 
 def toy(folder: Path) -> Toy:
-    """The toy files (written under ``folder``), their tokenised pairs and a tiny-random model."""
+    """The toy files (written under ``folder``: one of its own per process), their tokenised pairs and a
+    tiny-random model."""
     folder.mkdir(parents=True, exist_ok=True)
     files = (
         write_toy(folder / "train.jsonl", 96, 0, ties=0.3),

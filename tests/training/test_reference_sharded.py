@@ -4,6 +4,7 @@ once by both and written by process 0; a key that differs between processes is r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,12 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from shard_fixtures import BATCH_SIZES, toy
+from toy_data import tiny_tree, write_toy
 
+import raco.models.reference as reference_module
 from raco.models.reference import compute_reference_table, shared_reference_table
 from raco.shard import lockstep_share, shard_range
 from raco.training.inputs import eval_batches
+from raco.training.loop import train
+from raco.training.metrics import read_metrics
 
 WORKER = Path(__file__).with_name("dist_reference_worker.py")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -48,7 +54,10 @@ def test_one_process_shared_table_is_the_plain_table(tmp_path):
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not available")
-def test_two_processes_give_the_one_process_table(tmp_path):
+def test_two_processes_give_the_one_process_table(tmp_path, monkeypatch):
+    """Tables of a few batch sizes; the cache filled by both processes; and a training run with
+    ``model.reference: cached`` whose cached tables are the 1-process run's, bit for bit."""
+    (tmp_path / "cached.yaml").write_text(yaml.safe_dump(_cached_run(tmp_path, "two", 2)))
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -65,9 +74,7 @@ def test_two_processes_give_the_one_process_table(tmp_path):
     assert (tmp_path / "done-0").exists() and (tmp_path / "done-1").exists()
     made = toy(tmp_path / "here")
     reference, pairs, collate = made.reference, made.data.train, made.collate
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the workers ran
-    try:
+    with _one_thread():
         for size in BATCH_SIZES:
             one = compute_reference_table(
                 reference, lambda size=size: eval_batches(pairs, collate, size), len(pairs)
@@ -75,6 +82,36 @@ def test_two_processes_give_the_one_process_table(tmp_path):
             for rank in (0, 1):
                 two = load_file(str(tmp_path / f"table-{size}-{rank}.safetensors"))["logps"]
                 assert torch.equal(two, one), (size, rank, (two - one).abs().max())
+    assert len(list((tmp_path / "cache" / "reference-logps").glob("*.safetensors"))) == 1
+    monkeypatch.setattr(reference_module, "cache_dir", lambda: tmp_path / "one-cache")
+    with _one_thread():
+        one = train(_cached_run(tmp_path, "one", 1))
+    for a, b in zip(read_metrics(one.run_dir), read_metrics(tmp_path / "two"), strict=True):
+        assert a.keys() == b.keys()
+        for key in a.keys() - {"tokens_per_second"}:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)  # as 1 process
+    tables = {
+        name: sorted((root / "reference-logps").glob("*.safetensors"))
+        for name, root in (("one", tmp_path / "one-cache"), ("two", tmp_path / "run-cache"))
+    }
+    assert [p.name for p in tables["one"]] == [p.name for p in tables["two"]] and len(tables["one"]) == 2
+    for a, b in zip(tables["one"], tables["two"], strict=True):  # train and eval rows
+        assert torch.equal(load_file(str(a))["logps"], load_file(str(b))["logps"])
+
+
+def _cached_run(root: Path, name: str, processes: int) -> dict:
+    """A ``model.reference: cached`` run on the toy files: 8 rows a step in all."""
+    files = write_toy(root / "files" / "train.jsonl", 96, 0), write_toy(root / "files" / "eval.jsonl", 16, 1)
+    overrides = {"model.reference": "cached", "train.max_steps": 2, "train.batch_size": 8 // processes}
+    return tiny_tree(*files, root / name, **overrides, **{"train.eval_batch_size": 5})
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """As the workers ran (a matrix product's rounding may depend on the thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
     finally:
         torch.set_num_threads(threads)
-    assert len(list((tmp_path / "cache" / "reference-logps").glob("*.safetensors"))) == 1
