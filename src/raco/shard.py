@@ -17,15 +17,15 @@ device under NCCL, else the CPU), and give results back on the device of their i
 
 Under a sharded model (FSDP2, :func:`is_sharded`) every forward pass is itself a collective (the layers
 all-gather their weights), and so is a DistributedDataParallel forward (it broadcasts the buffers), so
-processes must run the same number of forward passes: ``lockstep`` shares give the processes with one
-item fewer a dummy item (its result discarded). Forward passes of shared work are cheap enough to
-always run in lockstep (at most one extra item per process); generation does so only when sharded.
+processes must run the same number of forward passes: a process whose share is one item short of
+:func:`rounds` runs a dummy item (its result discarded). Forward passes of shared work are cheap enough
+to always run in this lockstep (at most one extra item per process); generation does so only when
+sharded (with transformers' ``synced_gpus``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from typing import TypeVar
 
 import torch
@@ -75,16 +75,6 @@ def shard_range(n: int, rank: int, world: int) -> range:
 def rounds(n: int, world: int) -> int:
     """Items per process when the largest share is padded to: ``⌈n / W⌉``."""
     return -(-n // world)
-
-
-def lockstep_share(items: Sequence[T], mine: range) -> list[tuple[T, bool]]:
-    """``(item, counted)`` for the indices ``mine`` of ``items``, padded with uncounted repeats of
-    ``items[0]`` up to :func:`rounds` items per process (see the module docstring)."""
-    _, world = rank_and_world()
-    share = [(items[i], True) for i in mine]
-    if items:
-        share += [(items[0], False)] * (rounds(len(items), world) - len(share))
-    return share
 
 
 def _all_gather_padded(local: Tensor, device: torch.device | None) -> list[Tensor]:

@@ -19,7 +19,7 @@ from toy_data import tiny_tree, write_toy
 
 import raco.models.reference as reference_module
 from raco.models.reference import compute_reference_table, shared_reference_table
-from raco.shard import lockstep_share, shard_range
+from raco.shard import rounds, shard_range
 from raco.training.inputs import eval_batches
 from raco.training.loop import train
 from raco.training.metrics import read_metrics
@@ -34,13 +34,9 @@ def test_shard_range_covers_in_order():
             blocks = [shard_range(n, r, world) for r in range(world)]
             assert [i for b in blocks for i in b] == list(range(n))
             assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+            assert max(map(len, blocks)) == rounds(n, world)
     with pytest.raises(ValueError, match="rank 2 of 2"):
         shard_range(4, 2, 2)
-
-
-def test_lockstep_share_alone_is_everything():
-    assert lockstep_share(["a", "b"], range(2)) == [("a", True), ("b", True)]
-    assert lockstep_share([], range(0)) == []
 
 
 def test_one_process_shared_table_is_the_plain_table(tmp_path):
