@@ -8,9 +8,11 @@ import json
 import math
 
 import pytest
+import torch
 
 from raco.cli import main
 from raco.eval.config import load_eval_config
+from raco.eval.load import load_run
 from raco.eval.runner import EVAL_FILE, GENERATIONS_FILE, evaluate_target
 from raco.training.loop import train
 from raco.training.metrics import read_metrics
@@ -240,3 +242,12 @@ def test_an_exported_folder_answers_as_its_run(lora_run, tmp_path, merge):
     ]
     assert answers[0] == answers[1]
     assert from_run["objectives"]["chars"]["tuned"] == from_export["objectives"]["chars"]["tuned"]
+
+
+def test_a_bfloat16_run_is_loaded_as_it_trained(tiny_config):
+    """model.dtype bfloat16 trains float32 master weights (mixed precision): raco eval loads the tuned
+    policy and its base in float32, as training held them, not rounded to bfloat16."""
+    result = train(tiny_config(**{"train.max_steps": 1, "model.dtype": "bfloat16"}))
+    loaded = load_run(result.run_dir)
+    assert {p.dtype for p in loaded.policy.parameters()} == {torch.float32}
+    assert {p.dtype for p in loaded.base_policy.parameters()} == {torch.float32}

@@ -26,7 +26,7 @@ from torch import nn
 from raco.config import ConfigError, LoraConfig, ModelConfig, RunConfig
 from raco.config_tree import build
 from raco.export import CONFIG_FILE, MODEL_DIR, ExportError, check_run
-from raco.models.loading import load_tokenizer, prepare_base
+from raco.models.loading import load_tokenizer, prepare_base, weights_dtype
 from raco.models.reference import NO_REFERENCE, AdapterReference, FrozenReference, Reference
 
 BASE_RECORD = "raco_base_model.json"
@@ -112,7 +112,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", with_base: bool = Tru
         base = prepare_base(cfg.model, cfg.lora, len(tokenizer))
         policy = _ready(PeftModel.from_pretrained(base, str(model_dir)), where)
         return LoadedTarget(str(run_dir), policy, tokenizer, cfg, AdapterReference(policy))
-    dtype = torch.float32 if cfg.model.dtype in ("float16", "float32") else getattr(torch, cfg.model.dtype)
+    dtype = weights_dtype(cfg.model)  # as training held them: float32 masters unless pure bfloat16
     policy = _ready(AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype), where)
     base_policy = _ready(prepare_base(cfg.model, cfg.lora, len(tokenizer)), where) if with_base else None
     reference = FrozenReference(base_policy) if base_policy is not None else NO_REFERENCE
