@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
-from shard_fixtures import BATCH_SIZES, toy
+from shard_fixtures import BATCH_SIZES, TABLE_ROWS, toy
 
 import raco.models.reference as reference_module
 from raco.models.reference import cached_reference, shared_reference_table
@@ -35,7 +35,7 @@ def main(root: Path) -> None:
     rank = dist.get_rank()
     check_gathers(rank)
     made = toy(root / f"data-{rank}")
-    reference, pairs, make_batch = made.reference, made.data.train, made.collate
+    reference, pairs, make_batch = made.reference, made.data.train[:TABLE_ROWS], made.collate
     for size in BATCH_SIZES:
         table = shared_reference_table(reference, pairs, make_batch, size, progress=rank == 0)
         save_file({"logps": table}, str(root / f"table-{size}-{rank}.safetensors"))

@@ -19,7 +19,9 @@ from raco.training.inputs import PreparedData, prepare_data
 from raco.training.judge import GenerationJudge
 from raco.training.session import objective_specs
 
-BATCH_SIZES = (8, 7, 40)  # 12 batches; 14 (the last one short); 3 (one process has 1 batch, one 2)
+TABLE_ROWS = 40  # the training rows the table tests use
+# 5 batches (one process has 2, one 3); 6 (the last one short); 1 (one process has none)
+BATCH_SIZES = (8, 7, 40)
 EVAL_BATCH = 7  # 16 held-out rows: 3 batches (7, 7, 2): one process has 2, one 1
 # sampled (each prompt's seed is its index), 3 prompts a batch: the 7 distinct prompts make 3 batches
 GENERATION = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=1.5, seed=3, batch_size=3)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from shard_fixtures import BATCH_SIZES, toy
+from shard_fixtures import BATCH_SIZES, TABLE_ROWS, toy
 from toy_data import tiny_tree, write_toy
 
 import raco.models.reference as reference_module
@@ -41,7 +41,7 @@ def test_shard_range_covers_in_order():
 
 def test_one_process_shared_table_is_the_plain_table(tmp_path):
     made = toy(tmp_path)
-    reference, pairs, collate = made.reference, made.data.train, made.collate
+    reference, pairs, collate = made.reference, made.data.train[:TABLE_ROWS], made.collate
     for size in BATCH_SIZES:
         plain = compute_reference_table(
             reference, lambda size=size: eval_batches(pairs, collate, size), len(pairs)
@@ -69,7 +69,7 @@ def test_two_processes_give_the_one_process_table(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "done-0").exists() and (tmp_path / "done-1").exists()
     made = toy(tmp_path / "here")
-    reference, pairs, collate = made.reference, made.data.train, made.collate
+    reference, pairs, collate = made.reference, made.data.train[:TABLE_ROWS], made.collate
     with _one_thread():
         for size in BATCH_SIZES:
             one = compute_reference_table(
