@@ -86,7 +86,10 @@ def kept_logits(causal_lm: nn.Module, batch: Batch, keep: Tensor) -> Tensor:
 
 
 def response_logps(
-    model: nn.Module, batch: Batch, on_head_rows: HeadHook | None = None
+    model: nn.Module,
+    batch: Batch,
+    on_head_rows: HeadHook | None = None,
+    chunk_tokens: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Policy log-probs ``(logps [R], lengths [R])``, equal to ``sequence_logps(model(...).logits, ...)``.
 
@@ -94,7 +97,16 @@ def response_logps(
     is a response token: hidden states ``h[r, t-1]`` for every ``m[r, t]``. ``on_head_rows`` (if given)
     receives the ``[N]`` row index of those positions before the forward (the fused gradient path maps
     the LM head's inputs to rows with it).
+
+    ``chunk_tokens=C`` runs ``raco.losses.chunked.chunked_response_logps`` instead: the same numbers
+    (to float32 rounding) with logits formed for C positions at a time and recomputed in the backward,
+    so no ``[N, V]`` tensor is held; ``on_head_rows`` then receives each chunk's ``[C]`` rows before the
+    head projects that chunk.
     """
+    if chunk_tokens is not None:
+        from raco.losses.chunked import chunked_response_logps  # chunked imports this module
+
+        return chunked_response_logps(model, batch, chunk_tokens, on_head_rows)
     causal_lm = unwrap_causal_lm(model)
     keep = logit_positions(batch["response_mask"])
     rows, cols = keep.nonzero(as_tuple=True)
