@@ -11,24 +11,43 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from unittest import mock
 
 import torch.distributed as dist
 from shard_fixtures import EVAL_BATCH, Toy, toy
 from torch.distributed.fsdp import fully_shard
 
+from raco.eval.generate import TransformersBackend
 from raco.training.evaluate import evaluate
 from raco.training.inputs import eval_batches
 from raco.training.loop import train
 
 
 def outcome(made: Toy) -> dict:
-    """Held-out preference metrics, the judge's answers and its scores."""
+    """Held-out preference metrics, the judge's answers and its scores, and how much of the work this
+    process did: evaluation batches it ran (its share and a lockstep repeat) and prompts it answered."""
+    prepared: list[int] = []
     batches = eval_batches(made.data.eval, made.collate, EVAL_BATCH)
-    metrics = evaluate(made.model, batches, made.specs(), made.cfg.weights, made.reference)
+    metrics = evaluate(
+        made.model,
+        batches,
+        made.specs(),
+        made.cfg.weights,
+        made.reference,
+        prepare=lambda batch: prepared.append(len(batch["signs"])) or batch,
+    )
     judge = made.judge()
-    answers = judge.answers(made.model, made.tokenizer)
+    generated: list[int] = []
+    original = TransformersBackend.generate_batches
+
+    def counting(self, encoded, batches, *args, **kwargs):
+        generated.extend(len(rows) for rows in batches)
+        return original(self, encoded, batches, *args, **kwargs)
+
+    with mock.patch.object(TransformersBackend, "generate_batches", counting):
+        answers = judge.answers(made.model, made.tokenizer)
     metrics.update(judge.metrics(made.model, made.tokenizer, contextlib.nullcontext))
-    return {"metrics": metrics, "answers": answers}
+    return {"metrics": metrics, "answers": answers, "eval_batches": len(prepared), "prompts": sum(generated)}
 
 
 def main(root: Path) -> None:

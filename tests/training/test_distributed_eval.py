@@ -99,11 +99,16 @@ def test_shared_evaluation_equals_one_process(two_processes, tmp_path):
         metrics.update(judge.metrics(made.model, made.tokenizer, contextlib.nullcontext))
     assert len(answers) == len(made.data.eval_prompts) == 7 and len(set(answers)) > 1
     assert any(0 < metrics[f"eval/{o}/pairs"] < 16 for o in ("friendly", "concise"))  # ties left out
+    # 3 held-out batches: process 0 runs batches 0 and 2, process 1 batch 1 and a repeat (lockstep);
+    # 3 generation batches of 3, 3 and 1 prompts: process 0 answers 4 prompts, process 1 answers 3
+    # (and, when sharded, repeats batch 0 while the other generates: every forward is a collective)
+    work = {"replicated": [(2, 4), (2, 3)], "sharded": [(2, 4), (2, 6)]}
     for mode in ("replicated", "sharded"):
         for rank in (0, 1):
             got = json.loads((two_processes / f"{mode}-{rank}.json").read_text())
             assert got["answers"] == answers, (mode, rank)
             assert got["metrics"] == metrics, (mode, rank)
+            assert (got["eval_batches"], got["prompts"]) == work[mode][rank], (mode, rank)
 
 
 def test_logged_evaluations_equal_one_process(two_processes, tmp_path):
