@@ -78,7 +78,7 @@ tests/benchmarks/test_convergence.py). Three parts, each printing tables:
    flipped labels; in expectation the gradient shrinks to (1 − 2q)·g_i). The aggregators see the flipped
    gradients; M(θ) and the measures use the true ones.
 
-With default arguments the whole script takes about 2 minutes of CPU time (3-4 minutes wall on a
+With default arguments the whole script takes about 2 minutes of CPU time (3-5 minutes wall on a
 busy 2-core machine); ``--quick`` runs a tiny version (seconds) for the tests. Figures are written to
 ``--figures`` (PNG, Agg backend).
 """
@@ -170,12 +170,12 @@ def clip_instance(g: np.ndarray, w: np.ndarray, c: float, lw_eta: float) -> Clip
 #   h'(λ) = 0 ⇔ 58λ − 14 = 8·sqrt(Q) (needs λ ≥ 14/58); squaring: 377λ² − 182λ + 17 = 0, whose root
 #   above 14/58 is λ = (91 + 12√13)/377 ≈ 0.356145 (the other, ≈ 0.1266, is extraneous). There
 #   Q = 9/13, ‖G p‖ = 3/√13 ≈ 0.832050, and h ≈ 0.4222 < h(1) ≈ 0.6369 < h(0) ≈ 1.0243: p is interior.
-#   G p = (2λ − 1, 1 − 5λ) ≈ (−0.287710, −0.780725);  ρ = (1 − 2λ)·√13/3 = (5√13 − 8)/29 ≈ 0.345785.
+#   G p = (2λ − 1, 1 − 5λ) ≈ (−0.287710, −0.780724);  ρ = (1 − 2λ)·√13/3 = (5√13 − 8)/29 ≈ 0.345785.
 #   p₁ > w₁, so p̃ = (0.2, 1 − λ) ≈ (0.2, 0.643855): G p̃ = (λ − 0.8, 0.2 − λ) ≈ (−0.443855, −0.156145),
 #   ‖G p̃‖ ≈ 0.470519, ρ̃ = (0.8 − λ)/‖G p̃‖ ≈ 0.943330.
 #   Γ(ρ̃) − Γ(ρ) = c(1 − ℓ_w η)(ρ̃ − ρ) ≈ 0.5 × 0.597545 × (1 − ℓ_w η) = 0.298773·(1 − ℓ_w η),
-#   e.g. 0.149386 at ℓ_w η = 0.5. Coefficients: CAGrad a = w + s p/‖Gp‖ ≈ (0.328410, 1.032146);
-#   RACO a = w + s p̃/‖Gp̃‖ ≈ (0.327518, 1.210520).
+#   e.g. 0.149386 at ℓ_w η = 0.5. Coefficients: CAGrad a = w + s p/‖Gp‖ ≈ (0.328410, 1.032145);
+#   RACO a = w + s p̃/‖Gp̃‖ ≈ (0.327519, 1.210518).
 WITNESS = {
     "g": np.array([[1.0, -4.0], [-1.0, 1.0]]),
     "w": np.array([0.2, 0.8]),
@@ -215,7 +215,7 @@ def part1(n: int, seed: int) -> dict[str, object]:
     cond = np.array([r.delta for r in rows if not r.degenerate and r.condition])
     gap = np.array([r.rho_clipped - r.rho for r in rows if not r.degenerate and r.condition])
     w = WITNESS
-    wit = clip_instance(w["g"], w["w"], w["c"], w["lw_eta"])  # type: ignore[arg-type]
+    wit = clip_instance(w["g"], w["w"], w["c"], w["lw_eta"])
     return {
         "n": n,
         "table": table,
@@ -507,7 +507,7 @@ def gradient_descent(
     starts [R, n], weights [R, k]."""
     fn = METHODS[method]
     steps = problem.steps if steps is None else steps
-    theta = starts.astype(float).copy()
+    theta: np.ndarray = starts.astype(float).copy()
     runs = len(theta)
     hit = np.full(runs, steps + 1)
     w_t = [torch.from_numpy(w.astype(float)) for w in weights]
@@ -546,9 +546,9 @@ def _gd_step(
     runs = len(theta)
     losses, grads = problem.evaluate(theta)
     gram = np.einsum("rkn,rjn->rkj", grads, grads)
-    for r in np.flatnonzero(hit > steps):
-        if min_norm(torch.from_numpy(gram[r])) <= problem.eps:
-            hit[r] = t
+    for i in np.flatnonzero(hit > steps):
+        if min_norm(torch.from_numpy(gram[i])) <= problem.eps:
+            hit[i] = t
     if t == steps:
         return losses, theta, 0
     if noise > 0.0:
@@ -641,6 +641,8 @@ def save(fig: plt.Figure, path: Path) -> None:
 
 def plot_toy_trajectories(problem: Problem, trajs: dict[str, np.ndarray], path: Path) -> None:
     xs = np.linspace(-10, 10, 201)
+    x1: np.ndarray
+    x2: np.ndarray
     x1, x2 = np.meshgrid(xs, xs)
     pts = np.stack([x1.ravel(), x2.ravel()], axis=1)
     lw = problem.evaluate(pts)[0].mean(axis=1).reshape(x1.shape)
