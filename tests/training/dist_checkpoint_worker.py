@@ -1,5 +1,8 @@
 """Worker of test_checkpoint_sharded: ``torchrun --nproc_per_node 2 dist_checkpoint_worker.py DIR``.
 
+First the checkpoint one unsharded process saved in ``DIR/one`` is loaded into a fresh sharded model
+(``DIR/from-one-<rank>.pt``). Then:
+
 A tiny MLP sharded by FSDP2 (``fully_shard``, gloo) and its AdamW take two steps; the full state
 (gathered) goes to ``DIR/expected.pt``; a run checkpoint of the sharded state is written
 (``write_sharded_checkpoint``), one more step is taken, and the checkpoint is loaded back: the full
@@ -43,15 +46,23 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     return {"model": model_state, "optim": optim_state}
 
 
-def main(root: Path) -> None:
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
-    model, _ = tiny()
+def sharded_tiny(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """:func:`tiny` with each Linear and the whole sharded by FSDP2, and AdamW over the shards."""
+    model, _ = tiny(seed)
     for layer in (model[0], model[2]):
         fully_shard(layer)
     fully_shard(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
     assert is_sharded(model)
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+
+
+def main(root: Path) -> None:
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    fresh, fresh_optimizer = sharded_tiny(seed=3)  # 1 → 2: what one unsharded process saved
+    load_sharded(root / "one" / f"step-{STEP:08d}", fresh, fresh_optimizer)
+    torch.save(full_state(fresh, fresh_optimizer), root / f"from-one-{rank}.pt")
+    model, optimizer = sharded_tiny()
     for seed in range(STEP):
         step(model, optimizer, seed)
     expected = full_state(model, optimizer)

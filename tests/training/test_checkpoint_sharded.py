@@ -1,6 +1,6 @@
 """Checkpoints of sharded state (FSDP2 ``fully_shard`` over gloo, torch.distributed.checkpoint):
-written atomically by two processes into one checkpoint folder, loaded back exactly, and loaded by
-one process into an unsharded model (DCP reshards on load)."""
+written atomically by two processes into one checkpoint folder, loaded back exactly; loaded by one
+process into an unsharded model, and the other way round (DCP reshards on load)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ def _equal(a, b, where: str = "") -> None:
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("checkpoint-two-processes")
+    model, optimizer = tiny()  # what one unsharded process saves, for the workers to load (1 → 2)
+    for seed in range(STEP):
+        step(model, optimizer, seed)
+    save_sharded(root / "one" / f"step-{STEP:08d}", model, optimizer)
+    torch.save(full_state(model, optimizer), root / "one-expected.pt")
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -77,6 +82,14 @@ def test_two_processes_save_and_load_sharded_state_exactly(two_processes):
     saved = read_checkpoint(folder, 1, 2)  # as the loop's restore reads it
     assert saved["sharded"] and saved["trainable"] is None and saved["optim"] == {"scheduler": {}}
     assert saved["state"]["step"] == STEP
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not available")
+def test_two_sharded_processes_load_what_one_process_saved(two_processes):
+    """1 → 2 processes: each process loads its shards' parts of an unsharded process's checkpoint."""
+    expected = torch.load(two_processes / "one-expected.pt", weights_only=True)
+    for rank in (0, 1):
+        _equal(torch.load(two_processes / f"from-one-{rank}.pt", weights_only=True), expected, f"rank {rank}")
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not available")
