@@ -13,6 +13,15 @@ tensor memory goes back to the OS and RSS tracks live memory); on CUDA it is the
 
     python benchmarks/step_cost.py --json benchmarks/step_cost.json                  # CPU: full + lora
     python benchmarks/step_cost.py --device cuda --dtype bfloat16 --model qwen3 lora --json gpu.json
+
+Distributed mode (``--distributed``): the full-fine-tuning Llama's RACO fused step (global batch of
+8 pairs split over the processes) under ``torchrun`` with 1 and 2 processes (``--worlds``), replicated
+(per-objective gradients all-reduced in buckets) vs FSDP2 (sharded parameters and per-objective
+gradient shards, reduce-scattered): per-rank step time, peak memory above the pre-step level, peak
+bytes of per-objective gradients held (the engine's own count) and bytes each rank passed to
+collectives per step (raco's all-reduces / reduce-scatters and FSDP2's parameter all-gathers).
+
+    python benchmarks/step_cost.py --distributed --ks 2 3 --json step_cost_distributed.json
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import argparse
 import copy
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -28,9 +38,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from raco.gradients import GradientEngine
+from raco.gradients import GradientEngine, collectives
+from raco.gradients.sharding import shard_model
 from raco.losses import ObjectiveSpec
 from raco.models.reference import AdapterReference, FrozenReference
 
@@ -123,7 +135,96 @@ def engine_step(model: nn.Module, reference: nn.Module | None, k: int, path: str
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    step.engine = engine  # type: ignore[attr-defined]  # the distributed mode reads its store size
     return step
+
+
+def _count_all_gathers() -> None:
+    """Count FSDP2's parameter all-gathers in ``collectives.TRAFFIC`` (raco counts its own calls)."""
+    from torch.distributed import distributed_c10d
+
+    original = distributed_c10d.all_gather_single
+
+    def counted(output_tensor, input_tensor, *args, **kwargs):
+        collectives.TRAFFIC["fsdp2_all_gather"] += input_tensor.numel() * input_tensor.element_size()
+        return original(output_tensor, input_tensor, *args, **kwargs)
+
+    distributed_c10d.all_gather_single = counted
+    dist.all_gather_single = counted
+
+
+def distributed_worker(layout: str, k: int, repeats: int) -> None:
+    """One rank of ``--distributed``: prints ``RESULT {json}`` on rank 0 (times: slowest rank)."""
+    global DEVICE
+    dist.init_process_group("nccl" if DEVICE.type == "cuda" else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if DEVICE.type == "cuda":
+        DEVICE = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(DEVICE)
+    _count_all_gathers()
+    model, reference, _, vocab = full_model()
+    if layout == "fsdp2":
+        shard_model(model)
+    step = engine_step(model, reference, k, "fused", "raco")
+    pairs, prompt, response = MODELS["full"][1]
+    batch = make_batch(pairs, prompt, response, vocab=vocab, k=k, seed=k)
+    share = pairs // world
+    rows = list(range(rank * share, (rank + 1) * share))
+    rows += [pairs + r for r in rows]
+    local = {
+        key: value[rows] if key not in ("signs", "row_index") else value[rows[:share]]
+        for key, value in batch.items()
+    }
+    step(local)  # warm-up
+    collectives.TRAFFIC.clear()
+    best = float("inf")
+    with PeakRSS() as peak:
+        for _ in range(repeats):
+            sync()
+            start = time.perf_counter()
+            step(local)
+            sync()
+            best = min(best, time.perf_counter() - start)
+    slowest = torch.tensor([best], device=DEVICE)
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    result = {
+        "world": world,
+        "layout": layout,
+        "k": k,
+        "step_seconds": round(float(slowest), 4),
+        "peak_memory_bytes": peak.delta,
+        "store_bytes": step.engine.peak_store_bytes,  # type: ignore[attr-defined]
+        "bytes_per_step": {name: n // repeats for name, n in sorted(collectives.TRAFFIC.items())},
+    }
+    if rank == 0:
+        print("RESULT " + json.dumps(result), flush=True)
+    dist.destroy_process_group()
+
+
+def run_distributed(ks: list[int], worlds: list[int], repeats: int) -> list[dict]:
+    """Launch the worker under torchrun for every (world, layout, k); the rank-0 results."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    results = []
+    for k in ks:
+        for world in worlds:
+            for layout in ("replicated", "fsdp2"):
+                command = [str(torchrun), "--standalone", "--nproc_per_node", str(world), __file__]
+                command += ["--dist-worker", layout, "--ks", str(k), "--repeats", str(repeats)]
+                command += ["--device", DEVICE.type]
+                proc = subprocess.run(command, capture_output=True, text=True, check=False)
+                lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+                if proc.returncode != 0 or not lines:
+                    raise RuntimeError(proc.stderr[-3000:])
+                row = json.loads(lines[0].removeprefix("RESULT "))
+                results.append(row)
+                traffic = sum(row["bytes_per_step"].values())
+                print(
+                    f"  k={k} W={world} {layout:10s} {row['step_seconds'] * 1000:7.0f} ms  peak "
+                    f"+{row['peak_memory_bytes'] / 2**20:6.1f} MiB  store {row['store_bytes'] / 2**20:6.2f} "
+                    f"MiB  sent {traffic / 2**20:7.2f} MiB/step {row['bytes_per_step']}",
+                    flush=True,
+                )
+    return results
 
 
 def trl_step(model: nn.Module, reference: nn.Module | None, tokenizer, out_dir: str) -> Callable:
@@ -305,11 +406,24 @@ def main() -> None:
     parser.add_argument(
         "--shape", type=int, nargs=3, metavar=("PAIRS", "PROMPT", "RESPONSE"), help="override batch shapes"
     )
+    parser.add_argument("--distributed", action="store_true", help="1 vs N processes, FSDP2 vs replicated")
+    parser.add_argument(
+        "--worlds", type=int, nargs="+", default=[1, 2], help="process counts (--distributed)"
+    )
+    parser.add_argument("--dist-worker", choices=("replicated", "fsdp2"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     DEVICE, DTYPE = torch.device(args.device), getattr(torch, args.dtype)
     if DEVICE.type == "cpu" and "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # RSS follows live memory
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    if args.dist_worker:
+        distributed_worker(args.dist_worker, args.ks[0], args.repeats)
+        return
+    if args.distributed:
+        rows = run_distributed(args.ks, args.worlds, args.repeats)
+        if args.json is not None:
+            args.json.write_text(json.dumps({"device": DEVICE.type, "runs": rows}, indent=1) + "\n")
+        return
     torch.manual_seed(0)
     builders = {"full": full_model, "lora": lora_model, "qwen3": lambda: qwen3_model(args.qwen3_layers)}
     name = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"

@@ -99,6 +99,9 @@ class ShardedReducer:
         if key not in self._geometry:
             self._geometry[key] = ShardGeometry.of(p)
         geometry = self._geometry[key]
+        if geometry.world == 1:  # the shard is the whole parameter: nothing to reduce
+            accumulate_into(self._out, {key: grad})
+            return
         blocks = row_blocks(grad, geometry)
         bucket = self._bucket
         if bucket.entries and bucket.entries[0][1].group is not geometry.group:

@@ -10,10 +10,13 @@ trainable ones. The optimizer must be built on the parameters *after* sharding (
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
 
 from raco.losses.logps import unwrap_causal_lm
 
@@ -40,3 +43,25 @@ def shard_model(model: nn.Module, *, reshard_after_forward: bool = True, **fsdp:
         fully_shard(layer, reshard_after_forward=reshard_after_forward, **fsdp)
     fully_shard(causal_lm, reshard_after_forward=reshard_after_forward, **fsdp)
     return model
+
+
+@contextmanager
+def gathered(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block every FSDP2-sharded parameter of ``model`` is replaced by its whole tensor
+    (``full_tensor``, a collective: call on every process), so that ``state_dict`` and
+    ``save_pretrained`` see whole weights; the sharded parameters are put back after it. The full
+    weights are held on the device for the duration (saving the final model). No-op when unsharded."""
+    swapped: list[tuple[nn.Module, str, Tensor]] = []
+    full: dict[int, nn.Parameter] = {}  # tied weights stay tied
+    for module in model.modules():  # the same order on every process
+        for name, p in list(module._parameters.items()):
+            if isinstance(p, DTensor):
+                if id(p) not in full:
+                    full[id(p)] = nn.Parameter(p.full_tensor(), requires_grad=p.requires_grad)
+                module._parameters[name] = full[id(p)]
+                swapped.append((module, name, p))
+    try:
+        yield model
+    finally:
+        for module, name, p in swapped:
+            module._parameters[name] = p

@@ -42,7 +42,8 @@ from transformers.utils import logging as hf_logging
 from raco.atomic import give_umask_modes
 from raco.config import ConfigError, RunConfig, canonical_key, config_from_tree, load_config, save_config
 from raco.gradients import MicroBatchStats, NonFiniteGradientError
-from raco.gradients.collectives import sum_over_ranks
+from raco.gradients.sharding import gathered
+from raco.gradients.store import all_reduce_sum
 from raco.losses.pairwise import REWARD_SUMS, reward_means
 from raco.metric_keys import objective_key
 from raco.training import checkpoint as ckpt
@@ -209,8 +210,11 @@ def restore(s: Session, folder: Path) -> None:
     """Load weights, optimizer, scheduler, this process's RNG states and position from checkpoint
     ``folder`` (a ``ConfigError`` if it was written by another number of processes)."""
     saved = ckpt.read_checkpoint(folder, s.accelerator.process_index, s.accelerator.num_processes)
-    ckpt.load_trainable(s.model, saved["trainable"])
-    s.optimizer.load_state_dict(saved["optim"]["optimizer"])
+    if saved.get("sharded"):  # FSDP2: model and optimizer shards through torch.distributed.checkpoint
+        ckpt.load_sharded(folder, s.model, s.optimizer)
+    else:
+        ckpt.load_trainable(s.model, saved["trainable"])
+        s.optimizer.load_state_dict(saved["optim"]["optimizer"])
     s.scheduler.load_state_dict(saved["optim"]["scheduler"])
     ckpt.set_rng_state(saved["rng"])
     state = saved["state"]
@@ -234,10 +238,13 @@ def _wall_seconds(s: Session) -> float:
 
 def save_checkpoint(s: Session) -> Path | None:
     """Write a checkpoint of the current step (main process, with every process's RNG state), keeping
-    the newest ``keep_last``. Call on every process."""
+    the newest ``keep_last``. Call on every process. A sharded model (FSDP2) and its optimizer are
+    written by every process (torch.distributed.checkpoint), the rest by the main process."""
     s.accelerator.wait_for_everyone()
     rng_states = ckpt.gather_to_main(ckpt.rng_state())
+    sharded = s.engine.sharded
     path = None
+    files: dict[str, Any] = {}
     if s.accelerator.is_main_process:
         assert rng_states is not None  # gather_to_main gives the list on the main process (rank 0)
         state = {
@@ -254,15 +261,20 @@ def save_checkpoint(s: Session) -> Path | None:
         if s.log is not None:
             state["metrics_records"] = s.log.records
         files = {
-            "trainable.safetensors": ckpt.trainable_state(s.model),
-            "optimizer.pt": {"optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict()},
+            **({} if sharded else {"trainable.safetensors": ckpt.trainable_state(s.model)}),
+            "optimizer.pt": {"scheduler": s.scheduler.state_dict()}
+            | ({} if sharded else {"optimizer": s.optimizer.state_dict()}),
             **{f"rng-{rank}.pt": rng for rank, rng in enumerate(rng_states)},
             "state.json": state,
             CONFIG_FILE: (s.run_dir / CONFIG_FILE).read_text(),
         }
-        path = ckpt.write_checkpoint(s.run_dir, s.step, files, s.cfg.train.keep_last)
+        if not sharded:
+            path = ckpt.write_checkpoint(s.run_dir, s.step, files, s.cfg.train.keep_last)
+    if sharded:
+        keep = s.cfg.train.keep_last
+        path = ckpt.write_sharded_checkpoint(s.run_dir, s.step, files, keep, s.model, s.optimizer)
     s.accelerator.wait_for_everyone()
-    return path
+    return path if s.accelerator.is_main_process else None
 
 
 @dataclass(frozen=True)
@@ -288,7 +300,9 @@ def _step_totals(
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     rewards = sum((m.reward_sums for m in micro), torch.zeros(k, len(REWARD_SUMS), dtype=torch.float64))
     head = torch.cat([losses, torch.tensor([tokens, float(stop), float(oom)], dtype=torch.float64)])
-    flat = sum_over_ranks(torch.cat([head, rewards.flatten()]), s.accelerator.device).cpu()
+    flat = torch.cat([head, rewards.flatten()]).to(s.accelerator.device)  # collectives: on the device
+    all_reduce_sum([flat])
+    flat = flat.cpu()
     return _StepTotals(
         flat[:k],
         flat[k + 3 :].reshape(rewards.shape),
@@ -558,7 +572,7 @@ def _run(s: Session, on_step: StepCallback | None, warned: WarningLog) -> TrainR
     warned.when = "saving"
     path = ckpt.latest_checkpoint(s.run_dir) if resumed_final else save_checkpoint(s)
     ckpt.fault_point("after-last-checkpoint-before-model")
-    with _no_library_progress_bars():
+    with _no_library_progress_bars(), gathered(s.model):  # FSDP2: whole weights for save_pretrained
         result = save_final(s, s.last_metrics, _wall_seconds(s))
     if s.accelerator.is_main_process:
         give_umask_modes(Path(result["model_dir"]))  # safetensors files come 0o600

@@ -39,14 +39,15 @@ from raco.models.reference import (
     FrozenReference,
     Reference,
     cached_reference,
-    compute_reference_table,
     frozen_copy,
     pairs_fingerprint,
     resolve_reference_kind,
+    shared_reference_table,
     weights_fingerprint,
 )
 from raco.training.checkpoint import lock_run_dir, remove_stale_temporaries
-from raco.training.inputs import PreparedData, StepPlan, eval_batches, make_plan, prepare_data
+from raco.training.distribution import distribute, distribution_mode
+from raco.training.inputs import PreparedData, StepPlan, make_plan, prepare_data
 from raco.training.judge import GenerationJudge
 from raco.training.precision import DynamicLossScale, autocast, uses_mixed_float16
 
@@ -235,20 +236,50 @@ def _cached_tables(s: Session, base_fingerprint: str) -> tuple[Reference, Refere
         }
 
         def compute():
-            def batches() -> list[dict]:
-                size = s.cfg.train.eval_batch_size
-                return [s.to_device(b) for b in eval_batches(pairs, s.collator, size)]
-
             policy.eval()
-            try:
-                return compute_reference_table(live, batches, len(pairs))
+            try:  # every process computes its share (a sharded policy's forwards are collectives)
+                return shared_reference_table(
+                    live,
+                    pairs,
+                    lambda chunk: s.to_device(s.collator(chunk)),
+                    s.cfg.train.eval_batch_size,
+                    device=s.accelerator.device,
+                    progress=s.cfg.log.progress,
+                )
             finally:
                 policy.train()
 
-        return cached_reference(key, compute)
+        return cached_reference(key, compute, device=s.accelerator.device)
 
-    with s.accelerator.main_process_first():
-        return table(s.data.train, "train"), table(s.data.eval, "eval") if s.data.eval else NO_REFERENCE
+    return table(s.data.train, "train"), table(s.data.eval, "eval") if s.data.eval else NO_REFERENCE
+
+
+def _engine(
+    cfg: RunConfig,
+    model: nn.Module,
+    specs: list[ObjectiveSpec],
+    reference: Reference,
+    accelerator: Accelerator,
+) -> GradientEngine:
+    """The run's gradient engine; what the engine refuses (e.g. ``method.path: plain`` on an FSDP2
+    model) is a ``ConfigError`` naming the method settings."""
+    try:
+        return GradientEngine(
+            model,
+            specs,
+            cfg.weights,
+            method=method_plan(cfg).aggregator,
+            method_options=method_options(cfg),
+            path=cfg.method.path,
+            solve_per=cfg.method.solve_per,
+            reference=reference,
+            normalize=cfg.method.normalize,
+            device=accelerator.device,
+        )
+    except ValueError as err:
+        raise ConfigError(
+            f"method (path: {cfg.method.path}, solve_per: {cfg.method.solve_per}): {err}"
+        ) from err
 
 
 def setup(cfg: RunConfig, resuming: bool = False) -> Session:
@@ -256,6 +287,7 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
 
     The order is the order of cost: configuration, data, model; the run directory comes last."""
     accelerator = make_accelerator(cfg)
+    mode = distribution_mode(accelerator)  # a refused accelerate config fails before anything loads
     check_run_dir(cfg, resuming)
     set_seed(cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model)
@@ -266,19 +298,9 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
     kind = reference_kind(cfg, specs)
     model, reference = _load_model(cfg, tokenizer, kind)
     fingerprint = weights_fingerprint(model) if kind == "cached" else ""
-    model.to(accelerator.device)
+    model = distribute(accelerator, model, mode)
     reference.to(accelerator.device)
-    engine = GradientEngine(
-        model,
-        specs,
-        cfg.weights,
-        method=method_plan(cfg).aggregator,
-        method_options=method_options(cfg),
-        path=cfg.method.path,
-        solve_per=cfg.method.solve_per,
-        reference=reference,
-        normalize=cfg.method.normalize,
-    )
+    engine = _engine(cfg, model, specs, reference, accelerator)
     optimizer, scheduler = _optimizer_and_scheduler(
         cfg, [p for p in model.parameters() if p.requires_grad], plan.total_steps
     )
