@@ -59,7 +59,8 @@ def test_orthogonal_unit_gradients_hand_values() -> None:
 def test_boundary_dual_hand_values() -> None:
     """H = I, w = (0.8, 0.2), c = 0.5: h(λ) = 0.2 + 0.6λ + s·sqrt(λ² + (1−λ)²) has
     |d/dλ sqrt(·)| ≤ 1 < 0.6/s, so h is increasing and p = (0, 1); a = w + s·(0, 1).
-    RACO clips p to (0, 0.2), which points the same way: same a, but clip_active."""
+    RACO clips p to (0, 0.2), which points the same way: same a, so the clip is not active (it changed
+    nothing; clip_active counts changed coefficients, docs/metrics.md)."""
     gram, w = torch.eye(2), torch.tensor([0.8, 0.2])
     s = 0.5 * math.sqrt(0.68)
     expected = torch.tensor([0.8, 0.2 + s], dtype=torch.float64)
@@ -67,7 +68,23 @@ def test_boundary_dual_hand_values() -> None:
     agg = raco(gram, w, c=0.5)
     torch.testing.assert_close(agg.coefficients, expected)
     torch.testing.assert_close(agg.clipped_dual, torch.tensor([0.0, 0.2], dtype=torch.float64))
-    assert agg.clip_active
+    assert not agg.clip_active
+
+
+def test_clip_active_means_the_coefficients_changed() -> None:
+    """Interior p = (λ, 1 − λ) clipped by w where only one entry exceeds its weight: p̃ is not a multiple
+    of p, RACO's coefficients differ from CAGrad's, and clip_active says so; a vertex clipped to a
+    multiple of itself does not (the test above); disjoint supports (p̃ = 0: a = w) do."""
+    gram = torch.tensor([[1.0, -0.5], [-0.5, 1.0]], dtype=torch.float64)
+    for w in (torch.tensor([0.7, 0.3]), torch.tensor([0.3, 0.7])):
+        agg, plain = raco(gram, w, c=0.9), cagrad(gram, w, c=0.9)
+        p = agg.dual
+        assert 0 < p[0] < 1 and ((p - w.double()) > 1e-6).any()  # interior, one entry clipped
+        changed = not torch.allclose(agg.coefficients, plain.coefficients, rtol=1e-9, atol=0)
+        assert agg.clip_active == changed is True
+    disjoint = raco(torch.eye(2, dtype=torch.float64), torch.tensor([1.0, 0.0]), c=0.5)  # p = (0, 1)
+    torch.testing.assert_close(disjoint.dual, torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert disjoint.clip_active and disjoint.degenerate
 
 
 def test_interior_dual_hand_values() -> None:

@@ -16,7 +16,7 @@ class Aggregation:
         dual: the CAGrad dual solution p on the simplex, or None where the method has none (or where
             the correction is zero, see ``degenerate``).
         clipped_dual: RACO's clipped dual p̃ = min(p, w); None for the other methods.
-        clip_active: True when RACO's clip changed the dual (some p_i > w_i).
+        clip_active: True when RACO's clip changed CAGrad's coefficients (p̃ not a multiple of p).
         degenerate: True when the conflict correction was undefined or zero and the method fell back
             to a = w (c = 0, g_0 = 0, or a zero-norm correction direction).
         dual_gap: certified optimality gap of the dual solve (Frank–Wolfe gap, objective units), or

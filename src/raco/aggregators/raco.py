@@ -12,6 +12,16 @@ from raco.aggregators.cagrad import cagrad_dual, correction_coefficients
 CLIP_ATOL = 1e-12  # p_i above w_i by less than this is rounding, not an active clip
 
 
+def _changes_direction(p: np.ndarray, clipped: np.ndarray) -> bool:
+    """Whether p̃ = min(p, w) is not λ·p for any λ > 0: the ratios p̃_i / p_i over p's support differ
+    (p̃ = 0, disjoint supports, counts as a change: the update falls back to a = w)."""
+    if not (p - clipped > CLIP_ATOL).any():
+        return False
+    support = p > CLIP_ATOL
+    ratios = clipped[support] / p[support]
+    return bool(ratios.max() <= CLIP_ATOL or ratios.max() - ratios.min() > 1e-9 * ratios.max())
+
+
 def raco(gram: torch.Tensor, weights: torch.Tensor, c: float = 0.4) -> Aggregation:
     """RACO's clipped CAGrad (Chen et al., ICML 2026, arXiv 2602.02495, Alg. 1):
 
@@ -22,7 +32,9 @@ def raco(gram: torch.Tensor, weights: torch.Tensor, c: float = 0.4) -> Aggregati
     objectives the user weighted. Never rescaled. Degenerate cases, where a = w and ``degenerate``
     is set: c = 0, or g_0 or G_p̃ vanishing by the zero rule (``is_zero_norm``: ‖G_p̃‖ ≤ 1e-3·Σ_i p̃_i‖g_i‖),
     e.g. p and w with disjoint supports (p̃ = 0), or clipped gradients that cancel to rounding.
-    ``clip_active`` says whether some p_i exceeded w_i.
+    ``clip_active`` says whether the clip changed CAGrad's coefficients: some p_i exceeded w_i and p̃
+    is not a positive multiple of p (the correction p̃/‖Gp̃‖ is scale-free, so clipping a vertex
+    p = e_j to w_j·e_j, or every p_i by one ratio, leaves the direction as CAGrad's).
     """
     h = check_gram(gram)
     w = check_weights(weights, h.shape[0])
@@ -36,7 +48,7 @@ def raco(gram: torch.Tensor, weights: torch.Tensor, c: float = 0.4) -> Aggregati
         coefficients=to_output(w if a is None else a, gram),
         dual=to_output(sol.p, gram),
         clipped_dual=to_output(clipped, gram),
-        clip_active=bool((sol.p - w > CLIP_ATOL).any()),
+        clip_active=_changes_direction(sol.p, clipped),
         degenerate=a is None,
         dual_gap=sol.gap,
     )
