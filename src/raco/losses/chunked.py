@@ -16,12 +16,14 @@ the head phase is O(C·V) in forward and backward (plus O(N·h) hidden states), 
 logits of all N positions are formed at once.
 
 Why this shape, after reading the two references the issue names: Liger-Kernel's fused linear
-preference loss (src/liger_kernel/chunked_loss/fused_linear_preference.py) also projects chunks of
-hidden states through the head, but computes the loss and its gradients inside the forward, which needs
-the loss known up front and bypasses the head module; TRL's ``selective_log_softmax`` bounds memory by
-computing log-softmax + gather row-block by row-block on logits that already exist. Here the per-row
-loss weights come after the forward (the fused engine's u_{i,r}), so the backward must stay autograd's;
-calling the head *module* keeps LoRA on the head and module hooks (the fused capture) working.
+preference loss (src/liger_kernel/chunked_loss/fused_linear_preference.py) also projects chunks (of
+pairs) of hidden states through the head weight, but differentiates each chunk's DPO loss inside the
+forward (``torch.func.grad_and_value``) and accumulates the weight gradient there, which needs the
+loss known up front and bypasses the head module; TRL's ``selective_log_softmax`` bounds memory by
+taking log-softmax + gather (or gather − logsumexp) one row at a time, on logits that already exist.
+Here the per-row loss weights come after the forward (the fused engine's u_{i,r}), so the backward
+must stay autograd's; calling the head *module* keeps LoRA on the head and module hooks (the fused
+capture) working.
 """
 
 from __future__ import annotations

@@ -1,0 +1,352 @@
+"""Peak memory per token of one training step (issue 14): weighted-sum DPO (the engine's scalarized
+path), RACO plain (k backward passes) and RACO fused (one backward, per-objective products in hooks),
+k = 2 and 4, with and without gradient checkpointing, at 512/1024/2048 tokens per row; the log-prob
+phase alone (``response_logps`` forward + backward) with a 128k vocabulary, today's path (``[N, V]``
+logits) against chunked log-probs (``chunk_tokens``, raco/losses/chunked.py); and weighted sum vs fused
+k = 2 at a 128k vocabulary with the engine's log-probs today's and chunked.
+
+The engine has no log-prob chunk option yet: ``engine_chunking`` substitutes ``response_logps`` with
+``chunk_tokens`` bound inside gradients/engine.py for the duration. The engine table runs with chunked
+log-probs (C = 256), so that it measures what the decoder's activations and the fused capture cost
+rather than the logits (which the 128k tables measure).
+
+Model: a random Llama shaped like Llama-3 in its ratios (hidden 256, 4 layers, MLP 3.5 × hidden,
+4 query heads sharing 1 key/value head), float32, full fine-tuning, untied head. Batch: one pair,
+two rows of T tokens each (the first half a shared prompt, the second half the response, no padding),
+so a step sees 2T tokens and N = T response positions. Reference log-probs are given to the engine
+(no reference forward inside the measured step); the optimizer step is not measured.
+
+Peak memory (CPU): the process RSS high-water mark above the RSS before the step, sampled every 2 ms
+(``PeakRSS`` of step_cost.py; the script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so
+freed tensors go back to the OS and RSS follows live memory). The per-objective gradient store
+(``engine.peak_store_bytes``: k × the trainable parameters, inherent to any method that forms k
+gradients) is reported apart and subtracted in the "act" columns: what is left is activation memory
+plus the one ``.grad`` every path writes. Times: variants round-robin, best of ``--repeats`` (default
+1: one step each, no warm-up, so times carry first-call noise; memory does not).
+
+    .venv/bin/python benchmarks/memory.py --json /tmp/memory.json     # default run
+    .venv/bin/python benchmarks/memory.py --quick                     # tiny, for tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_cost.py, also when loaded by a test
+
+import raco.gradients.engine as engine_module
+from raco.gradients import GradientEngine
+from raco.losses import ObjectiveSpec, response_logps
+from step_cost import PeakRSS
+
+LLAMA3_8B = {"hidden": 4096, "layers": 32, "vocab": 128256, "tokens": 2048}
+VARIANTS = (  # name, engine path, k
+    ("weighted_sum", "scalarized", 2),
+    ("plain", "plain", 2),
+    ("fused", "fused", 2),
+    ("plain", "plain", 4),
+    ("fused", "fused", 4),
+)
+
+
+def llama(vocab: int, hidden: int, layers: int) -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 7 // 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+    )
+    return LlamaForCausalLM(config).float().train()
+
+
+def pair_batch(tokens: int, vocab: int, k: int, seed: int = 0) -> dict:
+    """One pair: two rows of ``tokens`` tokens, a shared prompt of tokens/2, responses after it."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (2, tokens), generator=g)
+    ids[1, : tokens // 2] = ids[0, : tokens // 2]
+    response = (torch.arange(tokens) >= tokens // 2).expand(2, tokens).clone()
+    signs = torch.tensor([[1.0, -1.0, 1.0, -1.0][:k]])
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "response_mask": response,
+        "signs": signs,
+    }
+
+
+@contextlib.contextmanager
+def engine_chunking(chunk_tokens: int | None) -> Iterator[None]:
+    """Run the engine's log-probs with ``chunk_tokens`` (the engine has no option for it yet)."""
+    original = engine_module.response_logps
+    engine_module.response_logps = functools.partial(response_logps, chunk_tokens=chunk_tokens)
+    try:
+        yield
+    finally:
+        engine_module.response_logps = original
+
+
+def measure(step: Callable[[], object], repeats: int) -> tuple[float, int]:
+    """Best time and highest RSS delta of ``repeats`` calls."""
+    best, peak = float("inf"), 0
+    for _ in range(repeats):
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            step()
+            best = min(best, time.perf_counter() - t0)
+        peak = max(peak, mem.delta)
+    return best, peak
+
+
+def engine_variant(
+    model: nn.Module, path: str, k: int, batch: dict
+) -> tuple[Callable[[], None], GradientEngine]:
+    specs = [ObjectiveSpec(f"o{i}", beta=0.1) for i in range(k)]
+    method, options = ("weighted_sum", None) if path == "scalarized" else ("raco", {"c": 0.4})
+    engine = GradientEngine(
+        model, specs, [1.0 / k] * k, method=method, method_options=options, path=path, verify_fused=False
+    )
+    ref = torch.zeros(2)
+
+    def step() -> None:
+        engine.accumulate(batch, counts=engine.step_counts([batch]), ref_logps=ref)
+        engine.finish_step()
+        for p in model.parameters():
+            p.grad = None
+
+    return step, engine
+
+
+def set_checkpointing(model: nn.Module, on: bool) -> None:
+    if on:  # non-reentrant: the fused capture needs the recorded forward under autograd
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.activation_checkpointing_disable()
+
+
+def variant_rows(
+    model: nn.Module, tokens: int, vocab: int, variants: tuple, repeats: int, label: dict
+) -> list[dict]:
+    """Measure ``variants`` (name, path, k) round-robin on one batch shape; rows relative to the first."""
+    steps = {}
+    for name, path, k in variants:
+        steps[(name, k)] = engine_variant(model, path, k, pair_batch(tokens, vocab, k))
+    results: dict[tuple[str, int], list] = {key: [float("inf"), 0] for key in steps}
+    for _ in range(repeats):
+        for key, (step, _engine) in steps.items():
+            seconds, peak = measure(step, 1)
+            results[key] = [min(results[key][0], seconds), max(results[key][1], peak)]
+    base_t, base_m = results[(variants[0][0], variants[0][2])]
+    rows = []
+    for (name, k), (seconds, peak) in results.items():
+        store = steps[(name, k)][1].peak_store_bytes
+        row = {
+            **label,
+            "tokens": tokens,
+            "variant": name if name == "weighted_sum" else f"{name}_k{k}",
+            "bytes_per_token": peak / (2 * tokens),
+            "act_bytes_per_token": (peak - store) / (2 * tokens),
+            "store_mib": store / 2**20,
+            "seconds": seconds,
+            "time_ratio": seconds / base_t,
+            "memory_ratio": peak / max(base_m, 1),
+            "act_memory_ratio": (peak - store) / max(base_m, 1),
+        }
+        rows.append(row)
+        print(_engine_line(row), flush=True)
+    return rows
+
+
+def engine_rows(model: nn.Module, lengths: list[int], vocab: int, chunk: int, repeats: int) -> list[dict]:
+    """One row per (tokens, checkpointing, variant): bytes per token and time ratio to weighted sum.
+    Log-probs chunked (C = ``chunk``) so that what is measured is the decoder's activations."""
+    rows = []
+    with engine_chunking(chunk):
+        for tokens in lengths:
+            for ckpt in (False, True):
+                set_checkpointing(model, ckpt)
+                rows += variant_rows(model, tokens, vocab, VARIANTS, repeats, {"checkpointing": ckpt})
+    set_checkpointing(model, False)
+    return rows
+
+
+def big_vocab_rows(hidden: int, layers: int, vocab: int, tokens: int, chunk: int, repeats: int) -> list[dict]:
+    """Weighted sum and fused k = 2 with checkpointing at a 128k vocabulary, the engine's log-probs
+    today's and chunked (patched in with ``engine_chunking``): what wiring ``chunk_tokens`` gives."""
+    model = llama(vocab, hidden, layers)
+    set_checkpointing(model, True)
+    rows = []
+    for chunk_tokens in (None, chunk):
+        with engine_chunking(chunk_tokens):
+            label = {"checkpointing": True, "vocab": vocab, "chunk": chunk_tokens}
+            rows += variant_rows(model, tokens, vocab, (VARIANTS[0], VARIANTS[2]), repeats, label)
+    return rows
+
+
+def _engine_line(row: dict) -> str:
+    return (
+        f"  T={row['tokens']:5d} ckpt={'on ' if row['checkpointing'] else 'off'} {row['variant']:13s}"
+        f"{'' if 'chunk' not in row else ' chunk=' + str(row['chunk']):11s}"
+        f" {row['bytes_per_token'] / 1024:8.1f} KiB/tok  act {row['act_bytes_per_token'] / 1024:8.1f} KiB/tok"
+        f" (x{row['act_memory_ratio']:5.2f})  store {row['store_mib']:7.1f} MiB"
+        f"  {row['seconds']:7.2f} s x{row['time_ratio']:5.2f}"
+    )
+
+
+def logprob_rows(
+    hidden: int, layers: int, grid: list[tuple[int, int]], chunk: int, repeats: int
+) -> list[dict]:
+    """Forward + backward of Σ_r log π(r) alone, today's path vs chunked, per (vocabulary, tokens)."""
+    rows = []
+    for vocab in sorted({v for v, _ in grid}):
+        model = llama(vocab, hidden, layers)
+        for v, tokens in grid:
+            if v != vocab:
+                continue
+            batch = pair_batch(tokens, vocab, 1)
+            result = {}
+            for name, chunk_tokens in (("full", None), ("chunked", chunk)):
+                result[name] = measure(functools.partial(_logprob_step, model, batch, chunk_tokens), repeats)
+            rows.append(_logprob_row(vocab, tokens, chunk, result))
+            print(_logprob_line(rows[-1]), flush=True)
+        del model
+    return rows
+
+
+def _logprob_step(model: nn.Module, batch: dict, chunk_tokens: int | None) -> None:
+    response_logps(model, batch, chunk_tokens=chunk_tokens)[0].sum().backward()
+    for p in model.parameters():
+        p.grad = None
+
+
+def _logprob_row(vocab: int, tokens: int, chunk: int, result: dict) -> dict:
+    (t_full, m_full), (t_chunk, m_chunk) = result["full"], result["chunked"]
+    n = tokens  # response positions: half of each of the two rows
+    return {
+        "vocab": vocab,
+        "tokens": tokens,
+        "chunk": chunk,
+        "full_bytes_per_token": m_full / (2 * tokens),
+        "chunked_bytes_per_token": m_chunk / (2 * tokens),
+        "full_logit_copies": m_full / (n * vocab * 4),  # peak in units of one float32 [N, V] tensor
+        "chunked_mib": m_chunk / 2**20,
+        "memory_ratio": m_chunk / max(m_full, 1),
+        "full_seconds": t_full,
+        "chunked_seconds": t_chunk,
+        "time_ratio": t_chunk / t_full,
+    }
+
+
+def _logprob_line(row: dict) -> str:
+    return (
+        f"  V={row['vocab']:6d} T={row['tokens']:5d} full {row['full_bytes_per_token'] / 1024:8.1f} KiB/tok"
+        f" ({row['full_logit_copies']:.2f} x [N,V] fp32)  chunked(C={row['chunk']}) "
+        f"{row['chunked_bytes_per_token'] / 1024:8.1f} KiB/tok ({row['chunked_mib']:.0f} MiB) "
+        f"x{row['memory_ratio']:.3f}  time {row['full_seconds']:.2f} s vs {row['chunked_seconds']:.2f} s"
+        f" x{row['time_ratio']:.2f}"
+    )
+
+
+def project_llama3(engine: list[dict], logprobs: list[dict], hidden: int, layers: int, chunk: int) -> dict:
+    """Llama-3-8B figures from the measured accounting, at its longest measured length.
+
+    Activations per token per layer scale with the width (same ratios: MLP 3.5 h, GQA 4:1), so
+    B/token(8B) = act B/token/layer(measured) · 4096/h · 32 layers, for 2048-token rows. Log-probs:
+    today's peak is c float32 [N, V] tensors (c measured), so c · 4 · 128256 B per response token;
+    chunked, c' [C, V] tensors once, whatever N (c' from the chunked peak at the largest V)."""
+    scale = LLAMA3_8B["hidden"] / hidden * LLAMA3_8B["layers"] / layers
+    longest = max(r["tokens"] for r in engine)
+    out: dict[str, float] = {}
+    for r in engine:
+        if r["tokens"] == longest:
+            key = f"{r['variant']}_{'ckpt' if r['checkpointing'] else 'nockpt'}_act_mb_per_token"
+            out[key] = r["act_bytes_per_token"] * scale / 1e6
+    big = max(logprobs, key=lambda r: (r["vocab"], r["tokens"]))
+    out["logprobs_full_mb_per_response_token"] = big["full_logit_copies"] * 4 * LLAMA3_8B["vocab"] / 1e6
+    chunk_copies = big["chunked_mib"] * 2**20 / (chunk * big["vocab"] * 4)
+    out["logprobs_chunked_gb_per_step"] = chunk_copies * chunk * LLAMA3_8B["vocab"] * 4 / 1e9
+    return out
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Model width/depth, the engine table's vocabulary and lengths, the log-prob table's (V, T) grid,
+    the 128k-vocabulary engine check's (V, T), and the chunk size C."""
+
+    hidden: int
+    layers: int
+    engine_vocab: int
+    lengths: list[int]
+    logprob_grid: list[tuple[int, int]]
+    big_vocab: tuple[int, int]
+    chunk: int
+
+
+SETUPS = {
+    "default": Setup(
+        256,
+        4,
+        8192,
+        [512, 1024, 2048],
+        [(32768, 2048), (131072, 512), (131072, 1024), (131072, 2048)],
+        (131072, 512),
+        256,
+    ),
+    "quick": Setup(64, 2, 1024, [64, 128], [(4096, 64), (16384, 128)], (16384, 64), 32),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny run (seconds) for tests")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--skip-engine", action="store_true", help="only the log-prob table")
+    args = parser.parse_args()
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # RSS follows live memory (see step_cost.py)
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    c = SETUPS["quick" if args.quick else "default"]
+    hidden, layers, vocab, chunk = c.hidden, c.layers, c.engine_vocab, c.chunk
+    t0 = time.perf_counter()
+    result: dict[str, object] = {"hidden": hidden, "layers": layers, "engine_vocab": vocab, "chunk": chunk}
+    engine: list[dict] = []
+    if not args.skip_engine:
+        print(
+            f"engine step, random Llama h{hidden} L{layers} V{vocab}, 2 rows x T tokens, log-probs C={chunk}"
+        )
+        engine = engine_rows(llama(vocab, hidden, layers), c.lengths, vocab, chunk, args.repeats)
+        big_v, big_t = c.big_vocab
+        print(f"engine step at V{big_v}, checkpointing, today's vs chunked log-probs in the engine")
+        result["big_vocab"] = big_vocab_rows(hidden, layers, big_v, big_t, chunk, args.repeats)
+    print(f"log-probs alone (forward + backward), h{hidden} L{layers}, N = T response positions")
+    logprobs = logprob_rows(hidden, layers, c.logprob_grid, chunk, args.repeats)
+    result.update(engine=engine, logprobs=logprobs)
+    if engine:
+        result["llama3_8b"] = project_llama3(engine, logprobs, hidden, layers, chunk)
+    result["wall_seconds"] = time.perf_counter() - t0
+    tables = ("engine", "logprobs", "big_vocab")
+    print(json.dumps({k: v for k, v in result.items() if k not in tables}, indent=1))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
