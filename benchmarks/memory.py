@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -264,25 +265,88 @@ def _logprob_line(row: dict) -> str:
     )
 
 
-def project_llama3(engine: list[dict], logprobs: list[dict], hidden: int, layers: int, chunk: int) -> dict:
-    """Llama-3-8B figures from the measured accounting, at its longest measured length.
-
-    Activations per token per layer scale with the width (same ratios: MLP 3.5 h, GQA 4:1), so
-    B/token(8B) = act B/token/layer(measured) · 4096/h · 32 layers, for 2048-token rows. Log-probs:
-    today's peak is c float32 [N, V] tensors (c measured), so c · 4 · 128256 B per response token;
-    chunked, c' [C, V] tensors once, whatever N (c' from the chunked peak at the largest V)."""
-    scale = LLAMA3_8B["hidden"] / hidden * LLAMA3_8B["layers"] / layers
-    longest = max(r["tokens"] for r in engine)
-    out: dict[str, float] = {}
+def slopes(engine: list[dict]) -> list[dict]:
+    """Per (variant, checkpointing): least-squares fit peak = fixed + slope · tokens over the lengths.
+    The slope is the memory per token (activations); ``fixed`` is what does not grow with tokens (the
+    ``.grad`` written, the per-objective store, the head's per-objective products)."""
+    groups: dict[tuple[str, bool], list[tuple[float, float]]] = {}
     for r in engine:
-        if r["tokens"] == longest:
-            key = f"{r['variant']}_{'ckpt' if r['checkpointing'] else 'nockpt'}_act_mb_per_token"
-            out[key] = r["act_bytes_per_token"] * scale / 1e6
-    big = max(logprobs, key=lambda r: (r["vocab"], r["tokens"]))
-    out["logprobs_full_mb_per_response_token"] = big["full_logit_copies"] * 4 * LLAMA3_8B["vocab"] / 1e6
-    chunk_copies = big["chunked_mib"] * 2**20 / (chunk * big["vocab"] * 4)
-    out["logprobs_chunked_gb_per_step"] = chunk_copies * chunk * LLAMA3_8B["vocab"] * 4 / 1e9
+        tokens = 2 * r["tokens"]
+        groups.setdefault((r["variant"], r["checkpointing"]), []).append(
+            (tokens, r["bytes_per_token"] * tokens)
+        )
+    out: list[dict[str, Any]] = []
+    for (variant, ckpt), points in groups.items():
+        x = torch.tensor([p[0] for p in points], dtype=torch.float64)
+        y = torch.tensor([p[1] for p in points], dtype=torch.float64)
+        slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum().clamp(min=1e-12))
+        fixed = float(y.mean() - slope * x.mean())
+        out.append(
+            {"variant": variant, "checkpointing": ckpt, "bytes_per_token": slope, "fixed_mib": fixed / 2**20}
+        )
+    for row in out:
+        base = next(
+            r for r in out if r["variant"] == "weighted_sum" and r["checkpointing"] == row["checkpointing"]
+        )
+        row["ratio_to_weighted_sum"] = row["bytes_per_token"] / base["bytes_per_token"]
     return out
+
+
+def logit_copies(logprobs: list[dict]) -> tuple[float, float | None]:
+    """(c, c'): today's peak holds c float32 ``[N, V]`` tensors beyond the chunked path's, at the largest
+    V and T; the chunked peak grows by c' float32 ``[C, V]`` tensors with V (from two vocabularies at the
+    same T, else None)."""
+    big = max(logprobs, key=lambda r: (r["vocab"], r["tokens"]))
+    n, vocab, chunk = big["tokens"], big["vocab"], big["chunk"]
+    extra = (big["full_bytes_per_token"] - big["chunked_bytes_per_token"]) * 2 * n
+    same_t = [r for r in logprobs if r["tokens"] == n and r["vocab"] != vocab]
+    if not same_t:
+        return extra / (n * vocab * 4), None
+    small = max(same_t, key=lambda r: r["vocab"])
+    grow = (big["chunked_bytes_per_token"] - small["chunked_bytes_per_token"]) * 2 * n
+    return extra / (n * vocab * 4), grow / (chunk * (vocab - small["vocab"]) * 4)
+
+
+def project_llama3(engine: list[dict], logprobs: list[dict], hidden: int, layers: int) -> dict:
+    """Llama-3-8B (h 4096, 32 layers, V 128256, 2048-token rows) from the measured accounting.
+
+    Activations per token per layer scale with the width at equal ratios (MLP 3.5 h, GQA 4:1), so
+    MB/token(8B) = slope(measured) · 4096/h · 32/layers, and a pair of 2048-token rows holds 4096 tokens.
+    Log-probs: today's path adds c · 4 · V bytes per response token; chunked, c' · C · V · 4 bytes once."""
+    scale = LLAMA3_8B["hidden"] / hidden * LLAMA3_8B["layers"] / layers
+    out: dict[str, float] = {}
+    for r in slopes(engine):
+        key = f"{r['variant']}_{'ckpt' if r['checkpointing'] else 'nockpt'}"
+        out[f"{key}_mb_per_token"] = r["bytes_per_token"] * scale / 1e6
+        out[f"{key}_gb_per_pair"] = r["bytes_per_token"] * scale * 2 * LLAMA3_8B["tokens"] / 1e9
+    c, c_chunk = logit_copies(logprobs)
+    out["logprobs_full_copies"] = c
+    out["logprobs_full_mb_per_response_token"] = c * 4 * LLAMA3_8B["vocab"] / 1e6
+    out["logprobs_full_gb_per_pair"] = c * 4 * LLAMA3_8B["vocab"] * LLAMA3_8B["tokens"] / 1e9
+    if c_chunk is not None:
+        chunk = logprobs[0]["chunk"]
+        out["logprobs_chunked_copies"] = c_chunk
+        out["logprobs_chunked_gb_per_step"] = c_chunk * chunk * LLAMA3_8B["vocab"] * 4 / 1e9
+    return out
+
+
+def print_slopes(rows: list[dict]) -> None:
+    for row in rows:
+        print(
+            f"  slope {row['variant']:13s} ckpt={row['checkpointing']!s:5s}"
+            f" {row['bytes_per_token'] / 1024:8.2f} KiB/token x{row['ratio_to_weighted_sum']:.2f}"
+            f"  fixed {row['fixed_mib']:7.1f} MiB"
+        )
+
+
+def summarise(path: Path) -> dict:
+    """Slopes and the Llama-3-8B projection of a JSON a run wrote (no measuring)."""
+    result = json.loads(path.read_text())
+    rows = slopes(result["engine"])
+    print_slopes(rows)
+    projection = project_llama3(result["engine"], result["logprobs"], result["hidden"], result["layers"])
+    print(json.dumps(projection, indent=1))
+    return {"slopes": rows, "llama3_8b": projection}
 
 
 @dataclass(frozen=True)
@@ -319,7 +383,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip-engine", action="store_true", help="only the log-prob table")
+    parser.add_argument("--summarise", type=Path, default=None, help="only summarise this run's JSON")
     args = parser.parse_args()
+    if args.summarise is not None:
+        summarise(args.summarise)
+        return
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # RSS follows live memory (see step_cost.py)
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
@@ -340,9 +408,12 @@ def main() -> None:
     logprobs = logprob_rows(hidden, layers, c.logprob_grid, chunk, args.repeats)
     result.update(engine=engine, logprobs=logprobs)
     if engine:
-        result["llama3_8b"] = project_llama3(engine, logprobs, hidden, layers, chunk)
+        rows = slopes(engine)
+        print_slopes(rows)
+        result["slopes"] = rows
+        result["llama3_8b"] = project_llama3(engine, logprobs, hidden, layers)
     result["wall_seconds"] = time.perf_counter() - t0
-    tables = ("engine", "logprobs", "big_vocab")
+    tables = ("engine", "logprobs", "big_vocab", "slopes")
     print(json.dumps({k: v for k, v in result.items() if k not in tables}, indent=1))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -44,24 +44,40 @@ def test_engine_chunking_patches_and_restores():
     assert engine_module.response_logps is original
 
 
-def test_projection_by_hand():
-    """h 256 → 4096 is ×16 width, 4 → 32 layers ×8: 1000 B/token measured is 0.128 MB/token for 8B; the
-    longest length is used; log-probs scale by the number of float32 [N, V] (or [C, V]) tensors."""
+def test_slopes_and_projection_by_hand():
+    """peak = 10 MiB + 3000 B/token over the lengths (2T tokens per step) → slope 3000, fixed 10 MiB;
+    h 256 → 4096 is ×16 width, 4 → 32 layers ×8; log-probs: copies of float32 [N, V] / [C, V]."""
     engine = [
-        {"tokens": 512, "checkpointing": True, "variant": "fused_k2", "act_bytes_per_token": 5.0},
-        {"tokens": 2048, "checkpointing": True, "variant": "fused_k2", "act_bytes_per_token": 1000.0},
-        {"tokens": 2048, "checkpointing": False, "variant": "weighted_sum", "act_bytes_per_token": 2000.0},
+        {
+            "tokens": t,
+            "checkpointing": True,
+            "variant": v,
+            "bytes_per_token": (10 * 2**20 + b * 2 * t) / (2 * t),
+        }
+        for t in (512, 1024, 2048)
+        for v, b in (("weighted_sum", 1000.0), ("fused_k2", 3000.0))
     ]
-    logprobs = [
-        {"vocab": 1000, "tokens": 2048, "full_logit_copies": 9.0, "chunked_mib": 9.0},
-        {"vocab": 131072, "tokens": 2048, "full_logit_copies": 3.0, "chunked_mib": 256.0},
+    rows = {r["variant"]: r for r in mem.slopes(engine)}
+    assert rows["fused_k2"]["bytes_per_token"] == pytest.approx(3000.0)
+    assert rows["fused_k2"]["fixed_mib"] == pytest.approx(10.0)
+    assert rows["fused_k2"]["ratio_to_weighted_sum"] == pytest.approx(3.0)
+    n, vocab, chunk = 2048, 131072, 256
+    logprobs = [  # full: 3 [N, V] copies more than chunked; chunked: 2 [C, V] copies per unit of V
+        {"vocab": vocab, "tokens": n, "chunk": chunk, "chunked_bytes_per_token": 1e6 / (2 * n)},
+        {
+            "vocab": 65536,
+            "tokens": n,
+            "chunk": chunk,
+            "chunked_bytes_per_token": (1e6 - 2 * chunk * 65536 * 4) / (2 * n),
+        },
     ]
-    out = mem.project_llama3(engine, logprobs, hidden=256, layers=4, chunk=256)
-    assert out["fused_k2_ckpt_act_mb_per_token"] == pytest.approx(1000 * 16 * 8 / 1e6)
-    assert out["weighted_sum_nockpt_act_mb_per_token"] == pytest.approx(2000 * 128 / 1e6)
-    assert out["logprobs_full_mb_per_response_token"] == pytest.approx(3 * 4 * 128256 / 1e6)
-    copies = 256 * 2**20 / (256 * 131072 * 4)  # = 2 float32 [C, V] tensors
-    assert out["logprobs_chunked_gb_per_step"] == pytest.approx(copies * 256 * 128256 * 4 / 1e9)
+    logprobs[0]["full_bytes_per_token"] = logprobs[0]["chunked_bytes_per_token"] + 3 * n * vocab * 4 / (2 * n)
+    out = mem.project_llama3(engine, logprobs, hidden=256, layers=4)
+    assert out["fused_k2_ckpt_mb_per_token"] == pytest.approx(3000 * 16 * 8 / 1e6)
+    assert out["fused_k2_ckpt_gb_per_pair"] == pytest.approx(3000 * 128 * 4096 / 1e9)
+    assert out["logprobs_full_copies"] == pytest.approx(3.0)
+    assert out["logprobs_chunked_copies"] == pytest.approx(2.0)
+    assert out["logprobs_chunked_gb_per_step"] == pytest.approx(2 * chunk * 128256 * 4 / 1e9)
 
 
 def test_quick_run(tmp_path):
@@ -78,4 +94,5 @@ def test_quick_run(tmp_path):
     assert {r["checkpointing"] for r in result["engine"]} == {False, True}
     for row in result["engine"] + result["logprobs"]:
         assert all(v >= 0 for v in row.values() if isinstance(v, float))
-    assert len(result["logprobs"]) == 2 and "logprobs_chunked_gb_per_step" in result["llama3_8b"]
+    assert len(result["logprobs"]) == 2 and "logprobs_full_copies" in result["llama3_8b"]
+    assert len(result["slopes"]) == 10 and len(result["big_vocab"]) == 4

@@ -194,3 +194,36 @@ def test_prediction_heads_and_bad_chunks_are_refused():
         chunked_response_logps(bert, batch, 4)
     with pytest.raises(ValueError, match="chunk_tokens"):
         chunked_response_logps(family_model("llama"), batch, 0)
+
+
+@pytest.mark.parametrize("path", ["plain", "fused", "scalarized"])
+def test_engine_paths_with_chunked_logps(path, monkeypatch):
+    """The engine with ``chunk_tokens`` bound into its ``response_logps`` (what wiring the option will
+    do) writes the same update as without: the plain path's k backward passes through the same
+    checkpointed chunks (retain_graph), the fused path's head hooks fire once per chunk."""
+    import functools
+
+    import raco.gradients.engine as engine_module
+    from raco.gradients import GradientEngine
+    from raco.losses import ObjectiveSpec
+
+    batch = make_batch(3, 3, seed=12)
+    updates = []
+    for chunk_tokens in (None, 3):
+        model = family_model("gemma2")
+        bound = functools.partial(engine_module.response_logps, chunk_tokens=chunk_tokens)
+        monkeypatch.setattr(engine_module, "response_logps", bound)
+        specs = [ObjectiveSpec(f"o{i}") for i in range(3)]
+        method = "weighted_sum" if path == "scalarized" else "raco"
+        options = None if path == "scalarized" else {"c": 0.4}
+        engine = GradientEngine(
+            model, specs, [0.2, 0.3, 0.5], method=method, method_options=options, path=path
+        )
+        engine.accumulate(batch, counts=engine.step_counts([batch]), ref_logps=torch.zeros(6))
+        report = engine.finish_step()
+        updates.append(([p.grad.clone() for p in model.parameters()], report.coefficients))
+        monkeypatch.undo()
+    (want, a_want), (got, a_got) = updates
+    torch.testing.assert_close(a_got, a_want, rtol=1e-4, atol=1e-6)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * float(w.abs().max().clamp(min=1e-6)))
