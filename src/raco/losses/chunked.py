@@ -130,6 +130,17 @@ def _identity(z: Tensor) -> Tensor:
     return z
 
 
+def _flat_options(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Config options with nested configs (a multimodal model's ``text_config``) as dotted names."""
+    flat: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            flat.update(_flat_options(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def head_transform(config: Any) -> Transform:
     """φ for this config's model type (see ``HEAD_RULES``); ``ChunkedLogpsUnsupported`` for a refused
     model type, or for an unsurveyed one whose config sets an option that may change the logits."""
@@ -141,8 +152,10 @@ def head_transform(config: Any) -> Transform:
         )
     rule = HEAD_RULES.get(model_type)
     if rule is None:
-        options = config.to_dict() if hasattr(config, "to_dict") else vars(config)
-        suspects = sorted(k for k, v in options.items() if _SUSPECT.search(k) and v not in (None, False))
+        options = _flat_options(config.to_dict() if hasattr(config, "to_dict") else vars(config))
+        suspects = sorted(
+            k for k, v in options.items() if _SUSPECT.search(k.rsplit(".", 1)[-1]) and v not in (None, False)
+        )
         if suspects:
             raise ChunkedLogpsUnsupported(
                 f"chunked log-probs do not know what model type {model_type!r} does with its config "
