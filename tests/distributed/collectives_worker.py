@@ -39,6 +39,9 @@ COLLECTIVES = (
     "all_to_all_single",
 )
 CALLS: list[tuple[str, list[str]]] = []
+ENGINE_CALLS: dict[
+    str, int
+] = {}  # engine run → collectives it issued (bucketing: a handful, not per parameter)
 
 
 def _tensors(value) -> list[Tensor]:
@@ -96,10 +99,12 @@ def engine_steps(device: torch.device) -> None:
             reference=reference,
         )
         micro = [{k: v.to(device) for k, v in mb.items()} for mb in split_batch(batch, 1)]
+        before = len(CALLS)
         counts = engine.step_counts(micro)
         for mb in micro:
             engine.accumulate(mb, counts=counts)
         engine.finish_step()
+        ENGINE_CALLS[f"{path}-{solve_per}"] = len(CALLS) - before
 
 
 def training(out: Path) -> None:
@@ -123,6 +128,7 @@ def main(out: Path, device_type: str) -> None:
     engine_steps(accelerator.device)
     training(out)
     (out / f"calls-{rank}.json").write_text(json.dumps(CALLS))
+    (out / f"engine-calls-{rank}.json").write_text(json.dumps(ENGINE_CALLS))
     (out / f"expected-{rank}.json").write_text(json.dumps(str(expected)))
     dist.barrier()
     dist.destroy_process_group()  # gloo threads alive at interpreter exit abort the process

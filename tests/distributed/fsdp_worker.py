@@ -29,6 +29,8 @@ from raco.losses import ObjectiveSpec  # noqa: E402
 from raco.models.reference import FrozenReference  # noqa: E402
 
 GLOBAL_PAIRS, MICRO_PAIRS, STEPS = 8, 2, 2
+# k = 3: small buckets, so that many buckets travel and the big parameters go alone; k = 2: the default
+BUCKET_BYTES = {2: 25 * 2**20, 3: 8192}
 SPECS = [
     ObjectiveSpec("a", beta=0.2),
     ObjectiveSpec("b", loss="ipo", beta=2.0),
@@ -59,6 +61,7 @@ def run_case(case: str, out: Path) -> None:
         reference=FrozenReference(tiny_model("llama", seed=1)),
         verify_fused=False,
         path="fused",
+        bucket_bytes=BUCKET_BYTES[k],
     )
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     record: dict = {"losses": [], "coefficients": []}

@@ -34,8 +34,14 @@ def launch(out: Path, cases: list[str]) -> Path:
     args = [str(WORKER), str(out), ",".join(cases)]
     for command in ([sys.executable, *args], [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", *args]):
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=out)
-        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert proc.returncode == 0, failure(proc.stderr)
     return out
+
+
+def failure(stderr: str) -> str:
+    """The lines that say what failed (torchrun's summary at the end names only the signal)."""
+    keep = [line for line in stderr.splitlines() if any(w in line for w in ("Error", "error", "terminate"))]
+    return "\n".join(keep[-40:]) + "\n---\n" + stderr[-2000:]
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,7 @@ class ShardedReducer:
     bucket_bytes: int = collectives.BUCKET_BYTES
     replicated: set[int] = field(default_factory=set)
     _bucket: _Bucket = field(default_factory=_Bucket)
-    _pending: list[tuple[dist.Work | None, Tensor, _Bucket]] = field(default_factory=list)
+    _pending: list[tuple[dist.Work | None, Tensor, Tensor, _Bucket]] = field(default_factory=list)
     _out: ParamGrads = field(default_factory=dict)
     _geometry: dict[int, ShardGeometry] = field(default_factory=dict)
 
@@ -102,14 +102,17 @@ class ShardedReducer:
         if geometry.world == 1:  # the shard is the whole parameter: nothing to reduce
             accumulate_into(self._out, {key: grad})
             return
-        blocks = row_blocks(grad, geometry)
+        blocks, shape = row_blocks(grad, geometry), grad.shape
+        del grad  # the caller's reference aside, only the row blocks are kept from here
         bucket = self._bucket
-        if bucket.entries and bucket.entries[0][1].group is not geometry.group:
-            self._flush()
+        nbytes = blocks.numel() * blocks.element_size()
+        other_group = bool(bucket.entries) and bucket.entries[0][1].group is not geometry.group
+        if other_group or (bucket.entries and nbytes >= self.bucket_bytes):
+            self._flush()  # a parameter as big as a bucket travels alone, without a concatenated copy
             bucket = self._bucket
         bucket.blocks.append(blocks)
-        bucket.entries.append((key, geometry, grad.shape))
-        bucket.nbytes += blocks.numel() * blocks.element_size()
+        bucket.entries.append((key, geometry, shape))
+        bucket.nbytes += nbytes
         if bucket.nbytes >= self.bucket_bytes:
             self._flush()
 
@@ -117,17 +120,18 @@ class ShardedReducer:
         bucket, self._bucket = self._bucket, _Bucket()
         if not bucket.entries:
             return
-        flat = torch.cat(bucket.blocks, dim=1).reshape(-1)
+        blocks = bucket.blocks
+        flat = blocks[0].reshape(-1) if len(blocks) == 1 else torch.cat(blocks, dim=1).reshape(-1)
         bucket.blocks = []  # the flat copy is what travels; the blocks can go
         world = bucket.entries[0][1].world
         out = flat.new_empty(flat.numel() // world)
         work = collectives.reduce_scatter_(out, flat, group=bucket.entries[0][1].group, async_op=True)
-        self._pending.append((work, out, bucket))
+        self._pending.append((work, flat, out, bucket))  # the input lives until the work is done
 
     def finish(self) -> ParamGrads:
         """Wait for every bucket; this rank's shards ``{key: [k, rows, *rest]}`` (and unsharded sums)."""
         self._flush()
-        for work, out, bucket in self._pending:
+        for work, _flat, out, bucket in self._pending:
             if work is not None:
                 work.wait()
             offset = 0

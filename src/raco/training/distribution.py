@@ -13,7 +13,8 @@ Modes (docs/distributed.md):
   shards the model itself rather than through ``accelerator.prepare``: accelerate makes the outer
   (peft) wrapper the root unit and carves the embeddings and head into units of their own, while raco
   calls the causal LM's forward; and on CPU accelerate ignores an FSDP config altogether (it is
-  honoured here all the same, which is how the gloo tests run it).
+  honoured here all the same, which is how the gloo tests run it). A frozen reference model
+  (``model.reference: copy``) is sharded the same way (``distribute_reference``).
 
 Anything else — FSDP1, DeepSpeed, Megatron-LM, XLA, FSDP's CPU offload or activation checkpointing,
 accelerate's own mixed precision — is a ``ConfigError`` at start, naming the setting and what to use.
@@ -30,6 +31,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy
 
 from raco.config import ConfigError
 from raco.gradients.sharding import shard_model
+from raco.models.reference import FrozenReference, Reference
 
 MODES = ("single", "replicated", "fsdp2")
 _USE_INSTEAD = (
@@ -111,3 +113,15 @@ def distribute(accelerator: Accelerator, model: nn.Module, mode: str) -> nn.Modu
         assert plugin is not None
         return shard_model(model, reshard_after_forward=bool(plugin.reshard_after_forward))
     return model
+
+
+def distribute_reference(accelerator: Accelerator, reference: Reference, mode: str) -> Reference:
+    """Move ``reference`` to the device; under FSDP2 a frozen reference model (``reference: copy``) is
+    sharded like the policy, so no rank holds a whole copy on the device (its forwards are then
+    collectives, run by every rank for every micro-batch, as the engine does)."""
+    reference.to(accelerator.device)
+    if mode == "fsdp2" and isinstance(reference, FrozenReference):
+        plugin = fsdp_plugin(accelerator)
+        assert plugin is not None
+        shard_model(reference.model, reshard_after_forward=bool(plugin.reshard_after_forward))
+    return reference

@@ -46,7 +46,7 @@ from raco.models.reference import (
     weights_fingerprint,
 )
 from raco.training.checkpoint import lock_run_dir, remove_stale_temporaries
-from raco.training.distribution import distribute, distribution_mode
+from raco.training.distribution import distribute, distribute_reference, distribution_mode
 from raco.training.inputs import PreparedData, StepPlan, make_plan, prepare_data
 from raco.training.judge import GenerationJudge
 from raco.training.precision import DynamicLossScale, autocast, uses_mixed_float16
@@ -299,7 +299,7 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
     model, reference = _load_model(cfg, tokenizer, kind)
     fingerprint = weights_fingerprint(model) if kind == "cached" else ""
     model = distribute(accelerator, model, mode)
-    reference.to(accelerator.device)
+    reference = distribute_reference(accelerator, reference, mode)
     engine = _engine(cfg, model, specs, reference, accelerator)
     optimizer, scheduler = _optimizer_and_scheduler(
         cfg, [p for p in model.parameters() if p.requires_grad], plan.total_steps
