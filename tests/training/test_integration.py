@@ -89,10 +89,8 @@ def test_cached_reference_is_computed_once(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(reference, "cache_dir", lambda: tmp_path / "cache")
     calls = []
     original = reference.compute_reference_table
+    # shared_reference_table computes each process's block through this module's compute_reference_table
     monkeypatch.setattr(reference, "compute_reference_table", lambda *a: calls.append(1) or original(*a))
-    import raco.training.session as session_module
-
-    monkeypatch.setattr(session_module, "compute_reference_table", reference.compute_reference_table)
     first = train(tiny_config(**{"train.max_steps": 2, "model.reference": "cached"}))
     assert len(calls) == 2  # train and eval tables
     copy_run = tiny_config(**{"train.max_steps": 2, "output_dir": str(tmp_path / "copy")})
