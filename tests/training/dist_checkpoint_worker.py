@@ -1,10 +1,10 @@
 """Worker of test_checkpoint_sharded: ``torchrun --nproc_per_node 2 dist_checkpoint_worker.py DIR``.
 
 First the checkpoint one unsharded process saved in ``DIR/one`` is loaded into a fresh sharded model
-(``DIR/from-one-<rank>.pt``). Then a tiny MLP sharded by FSDP2 (``fully_shard``, gloo) and its AdamW take two steps; the full state
-(gathered) goes to ``DIR/expected.pt``; a run checkpoint of the sharded state is written
-(``write_sharded_checkpoint``), one more step is taken, and the checkpoint is loaded back: the full
-state must equal the saved one exactly (``DIR/reloaded-<rank>.pt`` for the test to compare)."""
+(``DIR/from-one-<rank>.pt``). Then a tiny MLP sharded by FSDP2 (``fully_shard``, gloo) and its AdamW
+take two steps; the full state (gathered) goes to ``DIR/expected.pt``; a run checkpoint of the sharded
+state is written (``write_sharded_checkpoint``), one more step is taken, and the checkpoint is loaded
+back: the full state must equal the saved one exactly (``DIR/reloaded-<rank>.pt`` for the test)."""
 
 from __future__ import annotations
 
