@@ -116,23 +116,28 @@ def measure(step: Callable[[], object], repeats: int) -> tuple[float, int]:
     return best, peak
 
 
-def engine_variant(
-    model: nn.Module, path: str, k: int, batch: dict
-) -> tuple[Callable[[], None], GradientEngine]:
+def engine_variant(model: nn.Module, path: str, k: int, batch: dict) -> tuple[Callable[[], None], dict]:
+    """One engine step (accumulate + finish_step) and what it records: ``accumulate`` (peak RSS delta
+    of the forward + backward(s), the per-objective gradients formed) and ``gradients`` (their bytes:
+    k × trainable parameters, or 1 × for the weighted sum's ``.grad``)."""
     specs = [ObjectiveSpec(f"o{i}", beta=0.1) for i in range(k)]
     method, options = ("weighted_sum", None) if path == "scalarized" else ("raco", {"c": 0.4})
     engine = GradientEngine(
         model, specs, [1.0 / k] * k, method=method, method_options=options, path=path, verify_fused=False
     )
     ref = torch.zeros(2)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    record = {"accumulate": 0, "gradients": 4 * n_params * (1 if path == "scalarized" else k)}
 
     def step() -> None:
-        engine.accumulate(batch, counts=engine.step_counts([batch]), ref_logps=ref)
+        with PeakRSS() as acc:
+            engine.accumulate(batch, counts=engine.step_counts([batch]), ref_logps=ref)
+        record["accumulate"] = max(record["accumulate"], acc.delta)
         engine.finish_step()
         for p in model.parameters():
             p.grad = None
 
-    return step, engine
+    return step, record
 
 
 def set_checkpointing(model: nn.Module, on: bool) -> None:
@@ -155,20 +160,24 @@ def variant_rows(
             seconds, peak = measure(step, 1)
             results[key] = [min(results[key][0], seconds), max(results[key][1], peak)]
     base_t, base_m = results[(variants[0][0], variants[0][2])]
+    base_act = None
     rows = []
     for (name, k), (seconds, peak) in results.items():
-        store = steps[(name, k)][1].peak_store_bytes
+        record = steps[(name, k)][1]
+        act = record["accumulate"] - record["gradients"]
+        base_act = act if base_act is None else base_act
         row = {
             **label,
             "tokens": tokens,
             "variant": name if name == "weighted_sum" else f"{name}_k{k}",
             "bytes_per_token": peak / (2 * tokens),
-            "act_bytes_per_token": (peak - store) / (2 * tokens),
-            "store_mib": store / 2**20,
+            "act_bytes_per_token": act / (2 * tokens),
+            "gradients_mib": record["gradients"] / 2**20,
+            "finish_extra_mib": max(peak - record["accumulate"], 0) / 2**20,
             "seconds": seconds,
             "time_ratio": seconds / base_t,
             "memory_ratio": peak / max(base_m, 1),
-            "act_memory_ratio": (peak - store) / max(base_m, 1),
+            "act_ratio": act / max(base_act, 1),
         }
         rows.append(row)
         print(_engine_line(row), flush=True)
@@ -183,9 +192,15 @@ def engine_rows(model: nn.Module, lengths: list[int], vocab: int, chunk: int, re
         for tokens in lengths:
             for ckpt in (False, True):
                 set_checkpointing(model, ckpt)
-                rows += variant_rows(model, tokens, vocab, VARIANTS, repeats, {"checkpointing": ckpt})
+                label = {"checkpointing": ckpt, "layers": model.config.num_hidden_layers}
+                rows += variant_rows(model, tokens, vocab, VARIANTS, repeats, label)
     set_checkpointing(model, False)
     return rows
+
+
+def depth_rows(hidden: int, layers: int, vocab: int, tokens: int, chunk: int, repeats: int) -> list[dict]:
+    """The engine table's variants at its longest length with half the layers (``per_layer``)."""
+    return engine_rows(llama(vocab, hidden, layers // 2), [tokens], vocab, chunk, repeats)
 
 
 def big_vocab_rows(hidden: int, layers: int, vocab: int, tokens: int, chunk: int, repeats: int) -> list[dict]:
@@ -196,18 +211,20 @@ def big_vocab_rows(hidden: int, layers: int, vocab: int, tokens: int, chunk: int
     rows = []
     for chunk_tokens in (None, chunk):
         with engine_chunking(chunk_tokens):
-            label = {"checkpointing": True, "vocab": vocab, "chunk": chunk_tokens}
+            label = {"checkpointing": True, "layers": layers, "vocab": vocab, "chunk": chunk_tokens}
             rows += variant_rows(model, tokens, vocab, (VARIANTS[0], VARIANTS[2]), repeats, label)
     return rows
 
 
 def _engine_line(row: dict) -> str:
+    chunk = "" if "chunk" not in row else f" chunk={row['chunk']}"
     return (
-        f"  T={row['tokens']:5d} ckpt={'on ' if row['checkpointing'] else 'off'} {row['variant']:13s}"
-        f"{'' if 'chunk' not in row else ' chunk=' + str(row['chunk']):11s}"
-        f" {row['bytes_per_token'] / 1024:8.1f} KiB/tok  act {row['act_bytes_per_token'] / 1024:8.1f} KiB/tok"
-        f" (x{row['act_memory_ratio']:5.2f})  store {row['store_mib']:7.1f} MiB"
-        f"  {row['seconds']:7.2f} s x{row['time_ratio']:5.2f}"
+        f"  L={row['layers']} T={row['tokens']:5d} ckpt={'on ' if row['checkpointing'] else 'off'}"
+        f" {row['variant']:13s}{chunk:11s}"
+        f" peak {row['bytes_per_token'] / 1024:7.1f} KiB/tok x{row['memory_ratio']:5.2f}"
+        f"  act {row['act_bytes_per_token'] / 1024:7.1f} KiB/tok x{row['act_ratio']:5.2f}"
+        f"  grads {row['gradients_mib']:6.1f} MiB  finish +{row['finish_extra_mib']:6.1f} MiB"
+        f"  {row['seconds']:6.2f} s x{row['time_ratio']:5.2f}"
     )
 
 
@@ -266,14 +283,14 @@ def _logprob_line(row: dict) -> str:
 
 
 def slopes(engine: list[dict]) -> list[dict]:
-    """Per (variant, checkpointing): least-squares fit peak = fixed + slope · tokens over the lengths.
-    The slope is the memory per token (activations); ``fixed`` is what does not grow with tokens (the
-    ``.grad`` written, the per-objective store, the head's per-objective products)."""
+    """Per (variant, checkpointing): least-squares fit act = fixed + slope · tokens over the lengths, act
+    being the forward + backward phase's peak less the gradients it forms. The slope is the activation
+    memory per token; ``fixed`` what does not grow with tokens (a chunk's logits, the head's products)."""
     groups: dict[tuple[str, bool], list[tuple[float, float]]] = {}
     for r in engine:
         tokens = 2 * r["tokens"]
         groups.setdefault((r["variant"], r["checkpointing"]), []).append(
-            (tokens, r["bytes_per_token"] * tokens)
+            (tokens, r["act_bytes_per_token"] * tokens)
         )
     out: list[dict[str, Any]] = []
     for (variant, ckpt), points in groups.items():
@@ -307,18 +324,36 @@ def logit_copies(logprobs: list[dict]) -> tuple[float, float | None]:
     return extra / (n * vocab * 4), grow / (chunk * (vocab - small["vocab"]) * 4)
 
 
-def project_llama3(engine: list[dict], logprobs: list[dict], hidden: int, layers: int) -> dict:
+def per_layer(engine: list[dict], depth: list[dict]) -> list[dict]:
+    """Per (variant, checkpointing) at the depth table's length: activation bytes per token per layer
+    (the difference between the two depths) and the rest (embeddings, head, one layer's recomputation
+    under checkpointing): act = rest + layers · per_layer."""
+    out = []
+    for shallow in depth:
+        key = (shallow["variant"], shallow["checkpointing"], shallow["tokens"])
+        deep = next(r for r in engine if (r["variant"], r["checkpointing"], r["tokens"]) == key)
+        layer = (deep["act_bytes_per_token"] - shallow["act_bytes_per_token"]) / (
+            deep["layers"] - shallow["layers"]
+        )
+        rest = shallow["act_bytes_per_token"] - shallow["layers"] * layer
+        out.append({"variant": key[0], "checkpointing": key[1], "per_layer": layer, "rest": rest})
+    return out
+
+
+def project_llama3(engine: list[dict], depth: list[dict], logprobs: list[dict], hidden: int) -> dict:
     """Llama-3-8B (h 4096, 32 layers, V 128256, 2048-token rows) from the measured accounting.
 
-    Activations per token per layer scale with the width at equal ratios (MLP 3.5 h, GQA 4:1), so
-    MB/token(8B) = slope(measured) · 4096/h · 32/layers, and a pair of 2048-token rows holds 4096 tokens.
-    Log-probs: today's path adds c · 4 · V bytes per response token; chunked, c' · C · V · 4 bytes once."""
-    scale = LLAMA3_8B["hidden"] / hidden * LLAMA3_8B["layers"] / layers
+    Activations per token scale with the width at equal ratios (MLP 3.5 h, GQA 4:1): bytes/token(8B) =
+    (32 · per_layer + rest) · 4096/h (``per_layer``), a pair of 2048-token rows holding 4096 tokens.
+    Log-probs: today's path adds c · 4 · V bytes per response token; chunked, c' · C · V · 4 once."""
+    width = LLAMA3_8B["hidden"] / hidden
     out: dict[str, float] = {}
-    for r in slopes(engine):
+    for r in per_layer(engine, depth):
         key = f"{r['variant']}_{'ckpt' if r['checkpointing'] else 'nockpt'}"
-        out[f"{key}_mb_per_token"] = r["bytes_per_token"] * scale / 1e6
-        out[f"{key}_gb_per_pair"] = r["bytes_per_token"] * scale * 2 * LLAMA3_8B["tokens"] / 1e9
+        per_token = (LLAMA3_8B["layers"] * r["per_layer"] + r["rest"]) * width
+        out[f"{key}_kb_per_token_per_layer"] = r["per_layer"] * width / 1e3
+        out[f"{key}_mb_per_token"] = per_token / 1e6
+        out[f"{key}_gb_per_pair"] = per_token * 2 * LLAMA3_8B["tokens"] / 1e9
     c, c_chunk = logit_copies(logprobs)
     out["logprobs_full_copies"] = c
     out["logprobs_full_mb_per_response_token"] = c * 4 * LLAMA3_8B["vocab"] / 1e6
@@ -344,7 +379,7 @@ def summarise(path: Path) -> dict:
     result = json.loads(path.read_text())
     rows = slopes(result["engine"])
     print_slopes(rows)
-    projection = project_llama3(result["engine"], result["logprobs"], result["hidden"], result["layers"])
+    projection = project_llama3(result["engine"], result["depth"], result["logprobs"], result["hidden"])
     print(json.dumps(projection, indent=1))
     return {"slopes": rows, "llama3_8b": projection}
 
@@ -401,6 +436,9 @@ def main() -> None:
             f"engine step, random Llama h{hidden} L{layers} V{vocab}, 2 rows x T tokens, log-probs C={chunk}"
         )
         engine = engine_rows(llama(vocab, hidden, layers), c.lengths, vocab, chunk, args.repeats)
+        print(f"the same at T={c.lengths[-1]} with {layers // 2} layers (activations per layer)")
+        depth = depth_rows(hidden, layers, vocab, c.lengths[-1], chunk, args.repeats)
+        result["depth"] = depth
         big_v, big_t = c.big_vocab
         print(f"engine step at V{big_v}, checkpointing, today's vs chunked log-probs in the engine")
         result["big_vocab"] = big_vocab_rows(hidden, layers, big_v, big_t, chunk, args.repeats)
@@ -411,9 +449,9 @@ def main() -> None:
         rows = slopes(engine)
         print_slopes(rows)
         result["slopes"] = rows
-        result["llama3_8b"] = project_llama3(engine, logprobs, hidden, layers)
+        result["llama3_8b"] = project_llama3(engine, depth, logprobs, hidden)
     result["wall_seconds"] = time.perf_counter() - t0
-    tables = ("engine", "logprobs", "big_vocab", "slopes")
+    tables = ("engine", "logprobs", "big_vocab", "slopes", "depth")
     print(json.dumps({k: v for k, v in result.items() if k not in tables}, indent=1))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -172,7 +172,7 @@ def test_refusals_name_the_model_type_and_option():
         head_transform(cfg(model_type="minicpm3", logits_scaling=2.0))
     with pytest.raises(ChunkedLogpsUnsupported, match=r"'newlm'.*'final_logit_softcapping'"):
         head_transform(cfg(model_type="newlm", final_logit_softcapping=30.0, output_router_logits=True))
-    head_transform(cfg(model_type="newlm", output_router_logits=True, attn_logit_softcapping=5.0))
+    head_transform(cfg(model_type="newlm", id2label={0: "a"}, attn_logit_softcapping=5.0))
     nested = cfg(model_type="gemma3", text_config={"final_logit_softcapping": 30.0})  # multimodal wrapper
     with pytest.raises(ChunkedLogpsUnsupported, match=r"'text_config\.final_logit_softcapping'"):
         head_transform(nested)

@@ -135,9 +135,9 @@ def _flat_options(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in options.items():
         if isinstance(value, dict):
-            flat.update(_flat_options(value, f"{prefix}{key}."))
+            flat.update(_flat_options(value, f"{prefix}{key}."))  # keys may be ints (id2label)
         else:
-            flat[prefix + key] = value
+            flat[f"{prefix}{key}"] = value
     return flat
 
 
