@@ -18,11 +18,15 @@ so a step sees 2T tokens and N = T response positions. Reference log-probs are g
 
 Peak memory (CPU): the process RSS high-water mark above the RSS before the step, sampled every 2 ms
 (``PeakRSS`` of step_cost.py; the script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so
-freed tensors go back to the OS and RSS follows live memory). The per-objective gradient store
-(``engine.peak_store_bytes``: k × the trainable parameters, inherent to any method that forms k
-gradients) is reported apart and subtracted in the "act" columns: what is left is activation memory
-plus the one ``.grad`` every path writes. Times: variants round-robin, best of ``--repeats`` (default
-1: one step each, no warm-up, so times carry first-call noise; memory does not).
+freed tensors go back to the OS and RSS follows live memory). Columns: "peak", the whole step's
+(forward, backward(s), Gram, aggregation, ``.grad`` written); "act", the peak of ``accumulate`` (forward
++ backward(s)) less the gradients it forms — k × the trainable parameters for plain and fused (the
+per-objective gradients any k-gradient method holds), 1 × for the weighted sum's ``.grad`` — i.e.
+activation memory; "finish", what ``finish_step`` adds above that (Gram matrix, direction). Per-token
+figures: the least-squares slope of "act" over the lengths (``slopes``); per layer: the difference to a
+run with half the layers at the longest length (``per_layer``), from which Llama-3-8B is projected
+(``project_llama3``). Times: variants round-robin, best of ``--repeats`` (default 1: one step each, no
+warm-up, so times carry first-call noise; memory does not).
 
     .venv/bin/python benchmarks/memory.py --json /tmp/memory.json     # default run
     .venv/bin/python benchmarks/memory.py --quick                     # tiny, for tests
@@ -309,10 +313,11 @@ def slopes(engine: list[dict]) -> list[dict]:
     return out
 
 
-def logit_copies(logprobs: list[dict]) -> tuple[float, float | None]:
+def logit_copies(logprobs: list[dict], hidden: int) -> tuple[float, float | None]:
     """(c, c'): today's peak holds c float32 ``[N, V]`` tensors beyond the chunked path's, at the largest
     V and T; the chunked peak grows by c' float32 ``[C, V]`` tensors with V (from two vocabularies at the
-    same T, else None)."""
+    same T, else None), after the growth of the embedding's and the untied head's ``.grad`` (2 · V · h
+    float32, parameters rather than log-prob memory) is taken off."""
     big = max(logprobs, key=lambda r: (r["vocab"], r["tokens"]))
     n, vocab, chunk = big["tokens"], big["vocab"], big["chunk"]
     extra = (big["full_bytes_per_token"] - big["chunked_bytes_per_token"]) * 2 * n
@@ -321,6 +326,7 @@ def logit_copies(logprobs: list[dict]) -> tuple[float, float | None]:
         return extra / (n * vocab * 4), None
     small = max(same_t, key=lambda r: r["vocab"])
     grow = (big["chunked_bytes_per_token"] - small["chunked_bytes_per_token"]) * 2 * n
+    grow -= 2 * (vocab - small["vocab"]) * hidden * 4
     return extra / (n * vocab * 4), grow / (chunk * (vocab - small["vocab"]) * 4)
 
 
@@ -354,7 +360,7 @@ def project_llama3(engine: list[dict], depth: list[dict], logprobs: list[dict], 
         out[f"{key}_kb_per_token_per_layer"] = r["per_layer"] * width / 1e3
         out[f"{key}_mb_per_token"] = per_token / 1e6
         out[f"{key}_gb_per_pair"] = per_token * 2 * LLAMA3_8B["tokens"] / 1e9
-    c, c_chunk = logit_copies(logprobs)
+    c, c_chunk = logit_copies(logprobs, hidden)
     out["logprobs_full_copies"] = c
     out["logprobs_full_mb_per_response_token"] = c * 4 * LLAMA3_8B["vocab"] / 1e6
     out["logprobs_full_gb_per_pair"] = c * 4 * LLAMA3_8B["vocab"] * LLAMA3_8B["tokens"] / 1e9

@@ -83,14 +83,10 @@ def test_slopes_and_projection_by_hand():
         }
     ]
     n, vocab, chunk = 2048, 131072, 256
-    logprobs = [  # full: 3 [N, V] copies more than chunked; chunked: 2 [C, V] copies per unit of V
-        {"vocab": vocab, "tokens": n, "chunk": chunk, "chunked_bytes_per_token": 1e6 / (2 * n)},
-        {
-            "vocab": 65536,
-            "tokens": n,
-            "chunk": chunk,
-            "chunked_bytes_per_token": (1e6 - 2 * chunk * 65536 * 4) / (2 * n),
-        },
+    grow = (2 * chunk + 2 * 256) * 65536 * 4  # 2 [C, V] copies and the embedding's + head's .grad
+    logprobs = [  # full: 3 [N, V] copies more than chunked
+        {"vocab": vocab, "tokens": n, "chunk": chunk, "chunked_bytes_per_token": 1e9 / (2 * n)},
+        {"vocab": 65536, "tokens": n, "chunk": chunk, "chunked_bytes_per_token": (1e9 - grow) / (2 * n)},
     ]
     logprobs[0]["full_bytes_per_token"] = logprobs[0]["chunked_bytes_per_token"] + 3 * n * vocab * 4 / (2 * n)
     out = mem.project_llama3(engine, depth, logprobs, hidden=256)
