@@ -1,9 +1,10 @@
 """2 processes with FSDP2 (gloo, CPU) = 1 process: the sharded engine (per-objective gradients
-reduce-scattered from the fused hooks, Gram from shard-local partial sums, the update written into the
-sharded ``.grad``) gives the single-process engine's losses, coefficients and final weights (relative
-1e-5), for full fine-tuning and LoRA, k = 2 and 3, gradient checkpointing off and on; each rank holds
-half the per-objective gradient bytes. The single-process engine is verified against independent
-references in tests/engine."""
+reduce-scattered from the fused hooks, or by FSDP2's own backward once per objective on the plain
+path; Gram from shard-local partial sums; the update written into the sharded ``.grad``) gives the
+single-process engine's losses, coefficients and final weights (relative 1e-5), for full fine-tuning
+and LoRA, k = 2 and 3, fused and plain, gradient checkpointing off and on (and the scalarized
+weighted sum); each rank holds half the per-objective gradient bytes. The single-process engine is
+verified against independent references in tests/engine."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import torch
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-CHEAP = ["full-k2-gc0", "lora-k3-gc1"]
+CHEAP = ["full-k2-gc0", "lora-k3-gc1", "lora-k2-gc0-plain"]
 MATRIX = [f"{kind}-k{k}-gc{gc}" for kind in ("full", "lora") for k in (2, 3) for gc in (0, 1)]
+MATRIX += [f"{kind}-k{k}-gc{gc}-plain" for kind in ("full", "lora") for k in (2, 3) for gc in (0, 1)]
+MATRIX += ["full-k2-gc0-scalarized", "lora-k3-gc1-scalarized"]
 REST = [case for case in MATRIX if case not in CHEAP]
 
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not available")
@@ -69,6 +72,7 @@ def check_case(out: Path, case: str) -> None:
     (alone,), halves = one["peak_store_bytes"], two["peak_store_bytes"]
     # every parameter's rows split evenly over 2 ranks for these shapes: exactly half per rank
     assert halves == [alone / 2, alone / 2]
+    assert case.endswith("scalarized") or alone > 0
 
 
 @pytest.mark.parametrize("case", CHEAP)

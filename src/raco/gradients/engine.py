@@ -37,9 +37,11 @@ used, so DDP's own hooks never fire: no parameter accumulates a gradient), or an
 directions) are all-reduced explicitly, in flat buckets, so every rank writes the same ``.grad``.
 FSDP2-sharded parameters: each rank keeps only its k shards, reduce-scattered from the fused hooks as
 they are formed (gradients/sharded.py); H = all-reduce of the shard-local Σ_p G_p G_pᵀ (k × k numbers);
-Σ a_i g_i is written into the sharded ``.grad``. Sharded models take the fused path only (the plain
-and scalarized paths differentiate the parameters themselves, which FSDP2 gathers and frees inside
-its own hooks) and ``solve_per="step"`` (a rank-local solve needs rank-local gradients, never formed).
+Σ a_i g_i is written into the sharded ``.grad``. The plain and scalarized paths run one backward per
+objective (or one of Σ w_i L_i) through FSDP2's own hooks, which reduce-scatter into the sharded
+``.grad`` (gradients/sharded.py ``backward_shards``). Sharded models take ``solve_per="step"`` only
+(a rank-local solve needs rank-local gradients, never formed). The fused-vs-plain check of the first
+micro-batch is agreed on by all ranks, so they keep or leave the fused path together.
 Every tensor given to a collective lives on the compute device (gradients/collectives.py).
 """
 
@@ -57,7 +59,7 @@ from raco.aggregators import AGGREGATORS, min_norm
 from raco.gradients import collectives
 from raco.gradients import store as gstore
 from raco.gradients.capture import FusedCapture, FusedPathUnsupported
-from raco.gradients.sharded import ShardedReducer, is_sharded
+from raco.gradients.sharded import ShardedReducer, backward_shards, is_sharded, local_zeros
 from raco.losses.logps import Batch, response_logps, unwrap_causal_lm
 from raco.losses.pairwise import (
     NORMALIZATIONS,
@@ -241,10 +243,12 @@ class GradientEngine:
         self.solve_per, self.normalize = solve_per, normalize
         self.params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
         self.sharded = any(is_sharded(p) for p in self.params)
-        if self.sharded:
-            self._check_sharded(path)
-            self.path, self._auto = "fused", False
-        self._verify = verify_fused and self.path == "fused" and not self.sharded
+        if self.sharded and solve_per != "step":
+            raise ValueError(
+                "an FSDP2-sharded model takes solve_per 'step': a per-micro-batch solve needs this "
+                "rank's unreduced gradients, which sharding never forms"
+            )
+        self._verify = verify_fused and self.path == "fused"
         self.device = torch.device(device) if device is not None else _compute_device(self.params)
         self.bucket_bytes = bucket_bytes
         self.peak_store_bytes = 0  # the most bytes of per-objective gradients this rank held at once
@@ -253,15 +257,6 @@ class GradientEngine:
             causal_lm, causal_lm.get_output_embeddings(), causal_lm.get_input_embeddings()
         )
         self._reset()
-
-    def _check_sharded(self, path: str) -> None:
-        if path not in ("auto", "fused") or self.solve_per != "step":
-            raise ValueError(
-                f"an FSDP2-sharded model takes path 'fused' (or 'auto') with solve_per 'step'; got path "
-                f"{path!r}, solve_per {self.solve_per!r}: the plain and scalarized paths differentiate the "
-                "parameters, which FSDP2 gathers and frees inside its own hooks, and a per-micro-batch "
-                "solve needs this rank's unreduced gradients, which sharding never forms"
-            )
 
     def store_bytes(self) -> int:
         """Bytes of per-objective gradients this rank holds now (``[k, *shape]``, or shards)."""
@@ -339,7 +334,7 @@ class GradientEngine:
             if self._verify:  # the plain pass is only a witness: the step keeps the fused numbers, so
                 _set_rng_state(rng)  # a resumed run (verifying again) repeats the uninterrupted one
                 _, _, plain = self._plain(batch, ref, signs, counts)
-                mismatch = fused_mismatch(grads, plain, 1e-3 if self._exact_dtype() else 5e-2)
+                mismatch = self._agreed(fused_mismatch(grads, plain, 1e-3 if self._exact_dtype() else 5e-2))
                 if mismatch is not None:
                     raise FusedPathUnsupported(f"its gradients differ from the plain path's ({mismatch})")
                 self._verify = False
@@ -357,6 +352,14 @@ class GradientEngine:
             pair, losses, grads = self._plain(batch, ref, signs, counts)
         gstore.accumulate_into(self._store, grads)
         return pair, losses
+
+    def _agreed(self, mismatch: str | None) -> str | None:
+        """A mismatch on any rank is one on every rank (each checks its own rows or shards): the ranks
+        must all keep the fused path or all leave it, or their collectives would no longer pair up."""
+        if collectives.world_size() == 1:
+            return mismatch
+        flag = collectives.sum_over_ranks(torch.tensor([float(mismatch is not None)]), self.device)
+        return mismatch or ("on another process" if float(flag) > 0 else None)
 
     def _exact_dtype(self) -> bool:
         """float32 compute (no autocast, float32 weights): the fused and plain paths agree to ~1e-6."""
@@ -376,17 +379,24 @@ class GradientEngine:
     ) -> tuple[PairLogps, Tensor, gstore.ParamGrads]:
         pair, losses = self._forward_losses(batch, ref, signs, counts)
         per_objective = [
-            torch.autograd.grad(
-                losses[i] * self._scale, self.params, retain_graph=i < self.k - 1, allow_unused=True
-            )
-            for i in range(self.k)
+            self._objective_grads(losses[i] * self._scale, i < self.k - 1) for i in range(self.k)
         ]
         stacked = {}
-        for j, p in enumerate(self.params):
-            if any(g[j] is not None for g in per_objective):
-                zero = torch.zeros_like(p)
-                stacked[id(p)] = torch.stack([zero if g[j] is None else g[j] for g in per_objective]).float()
+        for p in self.params:
+            if any(id(p) in g for g in per_objective):
+                zero = local_zeros(p)
+                stacked[id(p)] = torch.stack([g.get(id(p), zero) for g in per_objective]).float()
         return pair, losses.detach(), self._unscaled(stacked)
+
+    def _objective_grads(self, loss: Tensor, retain_graph: bool) -> gstore.ParamGrads:
+        """∂loss/∂p per trainable parameter (absent where unused): ``autograd.grad``, or under FSDP2 a
+        backward through FSDP's hooks giving this rank's shard of the sum over ranks."""
+        if self.sharded:
+            grads, replicated = backward_shards(loss, self.params, retain_graph)
+            self._replicated |= replicated
+            return grads
+        found = torch.autograd.grad(loss, self.params, retain_graph=retain_graph, allow_unused=True)
+        return {id(p): g for p, g in zip(self.params, found, strict=True) if g is not None}
 
     def _fused(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
@@ -405,10 +415,12 @@ class GradientEngine:
                 )
             capture.set_row_weights(u)
             logps.backward(torch.full_like(logps, self._scale))
-        per_objective = capture.collect()
-        if reducer is not None:
-            per_objective = reducer.finish()
-            self._replicated |= reducer.replicated
+        try:
+            per_objective = capture.collect()
+        finally:  # drained even when the capture fails, on every rank alike
+            if reducer is not None:
+                per_objective = reducer.finish()
+                self._replicated |= reducer.replicated
         return (
             PairLogps.from_rows(logps.detach(), lengths, ref),
             losses.detach(),
@@ -420,6 +432,12 @@ class GradientEngine:
     ) -> tuple[PairLogps, Tensor]:
         pair, losses = self._forward_losses(batch, ref, signs, counts)
         scaled = self.weights.to(losses.dtype) @ losses * self._scale
+        if self.sharded:  # shards of Σ_ranks, summed over micro-batches as [1, *local] until finish_step
+            shards = self._objective_grads(scaled, retain_graph=False)
+            gstore.accumulate_into(
+                self._direction, {key: (g / self._scale)[None].float() for key, g in shards.items()}
+            )
+            return pair, losses.detach()
         grads = torch.autograd.grad(scaled, self.params, allow_unused=True)
         for p, g in zip(self.params, grads, strict=True):
             if g is not None:
@@ -457,7 +475,11 @@ class GradientEngine:
 
     def finish_step(self) -> StepReport:
         """Solve (or finish solving) the step, write Σ a_i g_i into ``.grad``, return the report."""
-        if self.path == "scalarized":
+        if self.path == "scalarized" and self.sharded:
+            self._all_reduce(self._direction, rows=1, keys=self._replicated)
+            gstore.write_direction(self._direction, torch.ones(1), self.params)
+            report = StepReport(coefficients=self.weights.clone(), losses=self._reduced_losses())
+        elif self.path == "scalarized":
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
             collectives.all_reduce_bucketed_(grads, self.bucket_bytes)
             for p, g in zip(self.params, grads, strict=True):

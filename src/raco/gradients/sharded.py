@@ -14,6 +14,10 @@ asynchronously as soon as they fill, while the backward goes on; ``finish`` wait
 Each rank thus keeps k shards per parameter: the per-objective store costs 4·k·P/W bytes, not 4·k·P.
 Parameters that are not sharded (plain tensors under FSDP2) are summed locally here and all-reduced
 with the rest of a replicated store (see ``replicated``).
+
+The plain and scalarized paths use FSDP2's own reduction instead (``backward_shards``): a backward
+through FSDP's hooks reduce-scatters each parameter's gradient — the mean over the W ranks — into
+its sharded ``.grad``; W × that is the rank's shard of the sum. One backward per objective.
 """
 
 from __future__ import annotations
@@ -29,6 +33,31 @@ from torch.distributed.tensor import DTensor, Shard
 
 from raco.gradients import collectives
 from raco.gradients.store import ParamGrads, accumulate_into
+
+
+def backward_shards(loss: Tensor, params: list[Tensor], retain_graph: bool) -> tuple[ParamGrads, set[int]]:
+    """Backward of ``loss`` through FSDP2's hooks; returns ``{id(p): this rank's shard of Σ_ranks ∂loss/∂p}``
+    and the keys of unsharded parameters (their gradients are this rank's, to be all-reduced), and
+    leaves every ``.grad`` as it was before."""
+    saved = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    loss.backward(retain_graph=retain_graph)
+    out: ParamGrads = {}
+    replicated: set[int] = set()
+    for p, before in zip(params, saved, strict=True):
+        g, p.grad = p.grad, before
+        if isinstance(g, DTensor):  # FSDP2 reduce-scattered the mean over the mesh's ranks
+            out[id(p)] = g.to_local() * g.device_mesh.size()
+        elif g is not None:
+            out[id(p)] = g
+            replicated.add(id(p))
+    return out, replicated
+
+
+def local_zeros(p: Tensor) -> Tensor:
+    """Zeros shaped like this rank's part of ``p`` (its shard when sharded)."""
+    return torch.zeros_like(p.to_local() if isinstance(p, DTensor) else p)
 
 
 def is_sharded(p: Tensor) -> bool:

@@ -23,7 +23,10 @@ accelerate's own mixed precision — is a ``ConfigError`` at start, naming the s
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
+import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch import nn
@@ -111,8 +114,20 @@ def distribute(accelerator: Accelerator, model: nn.Module, mode: str) -> nn.Modu
     if mode == "fsdp2":
         plugin = fsdp_plugin(accelerator)
         assert plugin is not None
+        _one_process_group(accelerator)
         return shard_model(model, reshard_after_forward=bool(plugin.reshard_after_forward))
     return model
+
+
+def _one_process_group(accelerator: Accelerator) -> None:
+    """``fully_shard`` needs a process group; a single process launched without one (``accelerate
+    launch --num_processes 1`` with an FSDP2 config) gets a group of one, so that it runs the FSDP2
+    code path it asked for."""
+    if dist.is_initialized():
+        return
+    backend = "nccl" if accelerator.device.type == "cuda" else "gloo"
+    store = Path(tempfile.mkdtemp(prefix="raco-pg-")) / "store"
+    dist.init_process_group(backend, init_method=f"file://{store}", rank=0, world_size=1)
 
 
 def distribute_reference(accelerator: Accelerator, reference: Reference, mode: str) -> Reference:
