@@ -60,6 +60,7 @@ from raco.gradients import collectives
 from raco.gradients import store as gstore
 from raco.gradients.capture import FusedCapture, FusedPathUnsupported
 from raco.gradients.sharded import ShardedReducer, backward_shards, is_sharded, local_zeros
+from raco.gradients.verify import fused_mismatch, rng_state, set_rng_state
 from raco.losses.logps import Batch, response_logps, unwrap_causal_lm
 from raco.losses.pairwise import (
     NORMALIZATIONS,
@@ -74,45 +75,6 @@ from raco.registry import AGGREGATORS as DECLARED
 from raco.registry import check_aggregator_options
 
 PATHS = ("auto", "fused", "plain", "scalarized")
-RngState = tuple[Tensor, list[Tensor]]
-
-
-def _rng_state() -> RngState:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state: RngState) -> None:
-    torch.set_rng_state(state[0])
-    if state[1]:
-        torch.cuda.set_rng_state_all(state[1])
-
-
-def fused_mismatch(fused: gstore.ParamGrads, plain: gstore.ParamGrads, rtol: float) -> str | None:
-    """Where two sets of per-objective gradients ``[k, *shape]`` disagree beyond rounding, or None.
-
-    Per parameter p and objective i: ‖f − q‖ ≤ rtol·(‖f‖ + ‖q‖) + rtol·‖g_i‖·sqrt(n_p / n), with ‖g_i‖
-    the norm of the whole plain gradient over n entries (so a parameter whose share is at rounding level
-    is not judged by its own relative error)."""
-    keys = set(fused) | set(plain)
-    sizes = {key: (plain[key] if key in plain else fused[key]).numel() for key in keys}
-    k = next(iter(plain.values() if plain else fused.values())).shape[0] if keys else 0
-    total = torch.zeros(k, dtype=torch.float64)
-    for q in plain.values():
-        total += q.reshape(k, -1).double().pow(2).sum(1).cpu()
-    n = max(sum(sizes.values()) / max(k, 1), 1.0)
-    for key in keys:
-        f = fused.get(key)
-        q = plain.get(key)
-        f = torch.zeros_like(q) if f is None else f.reshape(k, -1).double()
-        q = torch.zeros_like(f) if q is None else q.reshape(k, -1).double()
-        err = (f - q).norm(dim=1).cpu()
-        bound = rtol * (f.norm(dim=1) + q.norm(dim=1)).cpu() + rtol * total.sqrt() * (f.shape[1] / n) ** 0.5
-        if bool((err > bound).any()):
-            return f"relative error {float((err / q.norm(dim=1).cpu().clamp(min=1e-300)).max()):.2g}"
-    return None
-
-
 Aggregator = Callable[..., Any]
 
 
@@ -328,11 +290,11 @@ class GradientEngine:
         """The fused path; on the first micro-batch checked against the plain path. When the model is
         unsupported: an error for ``path="fused"``; under ``"auto"`` a warning and the plain path from
         the same random state (dropout masks), i.e. exactly what the plain path would have done."""
-        rng = _rng_state()
+        rng = rng_state()
         try:
             pair, losses, grads = self._fused(batch, ref, signs, counts)
             if self._verify:  # the plain pass is only a witness: the step keeps the fused numbers, so
-                _set_rng_state(rng)  # a resumed run (verifying again) repeats the uninterrupted one
+                set_rng_state(rng)  # a resumed run (verifying again) repeats the uninterrupted one
                 _, _, plain = self._plain(batch, ref, signs, counts)
                 mismatch = self._agreed(fused_mismatch(grads, plain, 1e-3 if self._exact_dtype() else 5e-2))
                 if mismatch is not None:
@@ -348,7 +310,7 @@ class GradientEngine:
                 stacklevel=3,
             )
             self.path = "plain"
-            _set_rng_state(rng)
+            set_rng_state(rng)
             pair, losses, grads = self._plain(batch, ref, signs, counts)
         gstore.accumulate_into(self._store, grads)
         return pair, losses
