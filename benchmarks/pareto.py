@@ -9,13 +9,25 @@ A ``raco sweep`` (docs/sweeps.md) derived from ``configs/demo``: the embedded da
 objectives ``relevant`` and ``concise``. Every method is trained at every weight vector of the grid
 (``--weights-grid 0.25``: 5 vectors) with every seed, then each tuned model answers the held-out prompts
 and is judged by the scorers that labelled the data (MiniLM relevance to the prompt, higher is better;
-words, lower is better), next to the base model judged once. The sweep is built in memory and run by
-raco's own API (``raco.sweep.run.run_sweep``); DIR is the sweep folder itself, so re-running the same
-command resumes a killed run (finished points are skipped, a half-trained one resumes from its
-checkpoint) and ``raco sweep --config DIR/sweep.yaml`` / ``raco report DIR`` work on it as on any sweep.
+words, lower is better), next to the base model judged once.
 
-Printed per method, from DIR/results.json and DIR/front.json (and the per-point files for what those
-do not hold):
+DIR (``--output``, default sweeps/pareto) holds:
+
+    pareto-sweep.yaml     the sweep file written from the options (``raco sweep --config`` runs it too)
+    sweep/                the raco sweep folder: points/, base-eval/, results.json, front.json
+    report/               ``raco report DIR/sweep``: front.png, hypervolume.png, training curves,
+                          report.md, report.html
+    pareto.json           this benchmark's invocations and their wall time (updated before each point)
+    pareto-summary.txt    the printed summary
+    data/                 --quick only: the 16-pair slice of raco-demo it trains on
+
+The sweep runs through raco's own API (``raco.sweep.run.run_sweep``). Re-running the same command
+resumes a killed run (finished points are skipped, a half-trained one resumes from its checkpoint);
+other options on the same DIR are refused, naming the settings that differ. The wall time printed is
+the sweep's (training, evaluation, base evaluation, results), summed over invocations; imports before
+and the report after are not in it.
+
+Printed per method, from the sweep's results.json and front.json:
 
 * hypervolume of the method's points against the base model's scores, mean ± sample std over seeds
   (front.json; 0 = no point beat the base in both objectives), per seed and over all seeds;
@@ -29,12 +41,10 @@ do not hold):
   each objective's loss, the share of steps where RACO's clip changed CAGrad's coefficients, training
   seconds per point.
 
-Writes into DIR, besides the sweep's files: ``pareto.json`` (this benchmark's invocations and their wall
-time, updated after every point), ``pareto-summary.txt`` (the printed summary) and ``report/`` (``raco
-report``: front.png, hypervolume.png, training curves, report.md / report.html). ``--print-only DIR``
-prints the summary of an existing sweep folder (this benchmark's or any ``raco sweep``'s) and trains
-nothing. ``--quick``: the tiny random model, raco and weighted_sum, 2 weight vectors, 1 seed, 2 steps,
-2 prompts — a smoke run of the machinery, not evidence. Bad arguments: one line on stderr, exit 2.
+``--print-only DIR`` prints the summary of an existing folder — this benchmark's DIR, or any ``raco
+sweep`` folder — and trains nothing. ``--quick``: the tiny random model, raco and weighted_sum, 2
+weight vectors, 1 seed, 2 steps, 2 prompts (sampled: the tiny model answers greedily with newlines
+only) — a smoke run of the machinery, not evidence. Bad arguments: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
