@@ -104,3 +104,17 @@ def test_template_breaking_the_prefix_property_is_an_error(gpt2):
     with pytest.raises(DataError, match="not a prefix of the full conversation") as info:
         tokenize_row(row, tokenizer)
     assert info.value.field == "response_1"
+
+
+def test_end_of_turn_ids_are_the_vocabulary_entries(gpt2, smollm2):
+    """The end-of-turn ids looked up token by token equal those read from the whole vocabulary (an
+    unknown token's unk id is never taken): SmolLM2 has <|im_end|> and <|endoftext|>, GPT-2 only
+    <|endoftext|>, its EOS."""
+    from raco.data.tokenize import END_OF_TURN_TOKENS, _end_ids
+
+    for tokenizer in (gpt2, smollm2):
+        vocab = tokenizer.get_vocab()
+        expected = {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab} | {tokenizer.eos_token_id}
+        assert _end_ids(tokenizer) == expected
+    assert _end_ids(smollm2) == {smollm2.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
+    assert _end_ids(gpt2) == {gpt2.eos_token_id}

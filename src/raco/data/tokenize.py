@@ -153,8 +153,12 @@ def _template_ids(tokenizer: PreTrainedTokenizerBase, messages: list[Message], *
 
 
 def _end_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    vocab = tokenizer.get_vocab()
-    ends = {vocab[token] for token in END_OF_TURN_TOKENS if token in vocab}
+    """Ids of the end-of-turn tokens the tokenizer has, and its EOS. Looked up one token at a time (an id
+    counts only if it maps back to the same token, so an unknown token's unk id is not taken): building
+    ``get_vocab()``, a dict of the whole vocabulary, for every row cost ~40 ms a row with SmolLM2."""
+    found = [i for i in tokenizer.convert_tokens_to_ids(list(END_OF_TURN_TOKENS)) if i is not None]
+    back = tokenizer.convert_ids_to_tokens(found)
+    ends = {i for i, token in zip(found, back, strict=True) if token in END_OF_TURN_TOKENS}
     if tokenizer.eos_token_id is not None:
         ends.add(tokenizer.eos_token_id)
     return ends
