@@ -1,12 +1,14 @@
 """Worker of test_fsdp2: ``torchrun --nproc_per_node N fsdp_worker.py OUT CASE[,CASE...]`` (N = 1: plain
 python).
 
-A case is ``{full|lora}-k{2|3}-gc{0|1}[-plain|-scalarized]``: a tiny Llama (full fine-tuning, or
-LoRA), k objectives, gradient checkpointing off/on, the engine's path (fused by default; scalarized
-with weighted-sum aggregation), two optimizer steps over fixed global batches, rank r taking its
-share of each. With N > 1 the policy is FSDP2-sharded (raco.gradients.sharding) and the engine keeps
-per-objective gradient shards (the fused path also checked against the plain path on its first
-micro-batch, as ``path: auto`` does); with N = 1 it is the single-process engine (the reference).
+A case is ``{full|lora|gpt2}-k{2|3}-gc{0|1}[-plain|-scalarized|-auto]``: a tiny Llama (full
+fine-tuning, or LoRA) or GPT-2 (whose learned position embeddings the fused path cannot decompose:
+``auto`` falls back to the plain path, on every rank together), k objectives, gradient
+checkpointing off/on, the engine's path (fused by default; scalarized with weighted-sum
+aggregation), two optimizer steps over fixed global batches, rank r taking its share of each.
+With N > 1 the policy is FSDP2-sharded (raco.gradients.sharding) and the engine keeps per-objective
+gradient shards (the fused path also checked against the plain path on its first micro-batch, as
+``path: auto`` does); with N = 1 it is the single-process engine (the reference).
 Writes ``OUT/CASE-N.pt`` (rank 0): per-step losses and coefficients, the final full weights and the
 peak bytes of per-objective gradients each rank held.
 """
@@ -49,7 +51,8 @@ def run_case(case: str, out: Path) -> None:
     k, checkpointing = int(k_part[1:]), gc_part == "gc1"
     path = rest[0] if rest else "fused"
     rank, world = (dist.get_rank(), world_size()) if world_size() > 1 else (0, 1)
-    model = lora_model("llama", seed=0) if kind == "lora" else tiny_model("llama", seed=0)
+    arch = "gpt2" if kind == "gpt2" else "llama"
+    model = lora_model(arch, seed=0) if kind == "lora" else tiny_model(arch, seed=0)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if world > 1:
@@ -61,7 +64,7 @@ def run_case(case: str, out: Path) -> None:
         weights,
         method="weighted_sum" if path == "scalarized" else "raco",
         method_options={} if path == "scalarized" else {"c": 0.4},
-        reference=FrozenReference(tiny_model("llama", seed=1)),
+        reference=FrozenReference(tiny_model(arch, seed=1)),
         verify_fused=world > 1,
         path=path,
         bucket_bytes=BUCKET_BYTES[k],

@@ -3,7 +3,8 @@ reduce-scattered from the fused hooks, or by FSDP2's own backward once per objec
 path; Gram from shard-local partial sums; the update written into the sharded ``.grad``) gives the
 single-process engine's losses, coefficients and final weights (relative 1e-5), for full fine-tuning
 and LoRA, k = 2 and 3, fused and plain, gradient checkpointing off and on (and the scalarized
-weighted sum); each rank holds half the per-objective gradient bytes. The single-process engine is
+weighted sum, and ``auto`` falling back to the plain path for GPT-2); each rank holds half the
+per-objective gradient bytes. The single-process engine is
 verified against independent references in tests/engine."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 CHEAP = ["full-k2-gc0", "lora-k3-gc1", "lora-k2-gc0-plain"]
 MATRIX = [f"{kind}-k{k}-gc{gc}" for kind in ("full", "lora") for k in (2, 3) for gc in (0, 1)]
 MATRIX += [f"{kind}-k{k}-gc{gc}-plain" for kind in ("full", "lora") for k in (2, 3) for gc in (0, 1)]
-MATRIX += ["full-k2-gc0-scalarized", "lora-k3-gc1-scalarized"]
+MATRIX += ["full-k2-gc0-scalarized", "lora-k3-gc1-scalarized", "gpt2-k2-gc0-auto"]
 REST = [case for case in MATRIX if case not in CHEAP]
 
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not available")
