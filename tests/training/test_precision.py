@@ -157,3 +157,19 @@ def test_export_of_a_bfloat16_run_is_bfloat16(tiny_config, tmp_path, lora):
     expected = {n: p.detach().to(torch.bfloat16) for n, p in trained.state_dict().items()}
     for name, tensor in exported.state_dict().items():
         assert torch.equal(tensor, expected[name]), name
+
+
+def test_pure_and_mixed_bfloat16_keep_separate_cached_reference_tables(tiny_config, tmp_path, monkeypatch):
+    """Log-probs of bfloat16 weights are not reused for a run that holds float32 masters under autocast,
+    nor the other way round (the cache key's weights fingerprint differs); the same run again reuses."""
+    import raco.models.reference as reference
+    from raco.training.loop import train
+
+    monkeypatch.setattr(reference, "cache_dir", lambda: tmp_path / "cache")
+    calls = []
+    original = reference.compute_reference_table
+    monkeypatch.setattr(reference, "compute_reference_table", lambda *a: calls.append(1) or original(*a))
+    for n, pure in enumerate((False, True, False)):
+        tree = {"train.max_steps": 1, "model.reference": "cached", "model.dtype": "bfloat16"}
+        train(tiny_config(**tree, **{"model.pure_bf16": pure, "output_dir": str(tmp_path / f"r{n}")}))
+    assert len(calls) == 4  # train + eval tables for mixed, again for pure, none for mixed again

@@ -92,7 +92,7 @@ class Session:
         self.lock = None
 
     def autocast(self):
-        """float16 autocast for mixed-precision runs, else a no-op context."""
+        """bfloat16/float16 autocast for mixed-precision runs, else a no-op context."""
         return autocast(self.cfg.model.dtype, self.accelerator.device)
 
     @property
