@@ -16,7 +16,7 @@ DIR (``--output``, default sweeps/pareto) holds:
     pareto-sweep.yaml     the sweep file written from the options (``raco sweep --config`` runs it too)
     sweep/                the raco sweep folder: points/, base-eval/, results.json, front.json
     report/               ``raco report DIR/sweep``: front.png, hypervolume.png, training curves,
-                          report.md, report.html
+                          report.{md,html}
     pareto.json           this benchmark's invocations and their wall time (updated before each point)
     pareto-summary.txt    the printed summary
     data/                 --quick only: the 16-pair slice of raco-demo it trains on
@@ -621,9 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = write_report(folder)
         print()
         print(text)
-        print(
-            f"\nplots and report (raco report): {report}: front.png, hypervolume.png, report.md, report.html"
-        )
+        print(f"\nplots and report (raco report): {report}: front.png, hypervolume.png, report.{{md,html}}")
         print(f"summary: {folder / SUMMARY_FILE}; sweep folder: {folder / SWEEP_DIR}")
     except Refused as err:
         print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
