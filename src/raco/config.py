@@ -99,6 +99,13 @@ class ModelConfig:
     gguf_file: str | None = opt(None, "GGUF file name inside `model.name` (a folder or Hub repo)")
     trust_remote_code: bool = opt(False, "allow the model repository's own Python code")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
+    logprob_chunk: int | None = opt(
+        None,
+        "compute log-probs this many response tokens at a time ([chunk, vocabulary] logits, recomputed in "
+        "backward) instead of [tokens, vocabulary] at once; the same numbers; none = at once; 256-1024 "
+        "for 128k+ vocabularies (not with FSDP2)",
+        check=lambda v: _positive(v) if v is not None else None,
+    )
     disable_dropout: bool = opt(
         True,
         "set the model's own dropout to 0, as TRL's DPO does (noise-free implicit rewards and reference); "

@@ -167,6 +167,8 @@ class GradientEngine:
         verify_fused: compare the first fused micro-batch with the plain path (see module docstring).
         device: the compute device every collective's tensors live on (default: the parameters').
         bucket_bytes: size of the flat buckets per-objective gradients are reduced in.
+        logprob_chunk: compute the policy's log-probs C response tokens at a time (losses/chunked.py:
+            exact, memory O(C · vocabulary)); None computes them at once. Not with FSDP2.
     """
 
     def __init__(
@@ -184,6 +186,7 @@ class GradientEngine:
         verify_fused: bool = True,
         device: torch.device | str | None = None,
         bucket_bytes: int = collectives.BUCKET_BYTES,
+        logprob_chunk: int | None = None,
     ) -> None:
         self.objectives = tuple(objectives)
         self.k = len(self.objectives)
@@ -210,6 +213,12 @@ class GradientEngine:
                 "an FSDP2-sharded model takes solve_per 'step': a per-micro-batch solve needs this "
                 "rank's unreduced gradients, which sharding never forms"
             )
+        if self.sharded and logprob_chunk:
+            raise ValueError(
+                "model.logprob_chunk is not supported with FSDP2: chunked log-probs call the decoder and "
+                "the head directly, outside the root unit's hooks that gather their weights"
+            )
+        self.logprob_chunk = logprob_chunk
         self._verify = verify_fused and self.path == "fused"
         self.device = torch.device(device) if device is not None else _compute_device(self.params)
         self.bucket_bytes = bucket_bytes
@@ -332,7 +341,7 @@ class GradientEngine:
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
     ) -> tuple[PairLogps, Tensor]:
         """One policy forward with its autograd graph; the k per-objective losses."""
-        logps, lengths = response_logps(self.model, batch)
+        logps, lengths = response_logps(self.model, batch, chunk_tokens=self.logprob_chunk)
         pair = PairLogps.from_rows(logps, lengths, ref)
         return pair, objective_losses(pair, signs, self.objectives, counts)
 
@@ -367,7 +376,9 @@ class GradientEngine:
         reducer = ShardedReducer({id(p): p for p in self.params}, self.bucket_bytes) if self.sharded else None
         capture.sink = reducer.add if reducer is not None else None
         with capture.recording(n_rows=batch["input_ids"].shape[0]):
-            logps, lengths = response_logps(self.model, batch, on_head_rows=capture.set_head_rows)
+            logps, lengths = response_logps(
+                self.model, batch, on_head_rows=capture.set_head_rows, chunk_tokens=self.logprob_chunk
+            )
             leaf = logps.detach().requires_grad_(True)
             pair = PairLogps.from_rows(leaf, lengths, ref)
             with torch.enable_grad():

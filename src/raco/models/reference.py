@@ -73,16 +73,16 @@ class AdapterReference(Reference):
 
     kind = "adapter"
 
-    def __init__(self, policy: nn.Module) -> None:
+    def __init__(self, policy: nn.Module, chunk_tokens: int | None = None) -> None:
         inner = getattr(policy, "module", policy)  # DistributedDataParallel
         if not hasattr(inner, "disable_adapter"):
             raise ValueError("an adapter-disabled reference needs a peft model (LoRA)")
-        self.policy = policy
+        self.policy, self.chunk_tokens = policy, chunk_tokens  # chunk_tokens: see response_logps
 
     def logps(self, batch: Batch) -> Tensor:
         inner = getattr(self.policy, "module", self.policy)
         with torch.no_grad(), inner.disable_adapter():
-            return response_logps(self.policy, batch)[0]
+            return response_logps(self.policy, batch, chunk_tokens=self.chunk_tokens)[0]
 
 
 class FrozenReference(Reference):
@@ -90,12 +90,12 @@ class FrozenReference(Reference):
 
     kind = "copy"
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, chunk_tokens: int | None = None) -> None:
+        self.model, self.chunk_tokens = model, chunk_tokens  # chunk_tokens: see response_logps
 
     def logps(self, batch: Batch) -> Tensor:
         with torch.no_grad():
-            return response_logps(self.model, batch)[0]
+            return response_logps(self.model, batch, chunk_tokens=self.chunk_tokens)[0]
 
     def to(self, device: torch.device | str) -> FrozenReference:
         self.model.to(device)
@@ -128,12 +128,12 @@ def resolve_reference_kind(kind: str, lora: bool, needs_reference: bool) -> str:
     return kind
 
 
-def frozen_copy(model: nn.Module) -> FrozenReference:
+def frozen_copy(model: nn.Module, chunk_tokens: int | None = None) -> FrozenReference:
     """A frozen, eval-mode deep copy of ``model`` as a reference."""
     reference = copy.deepcopy(model)
     reference.eval()
     reference.requires_grad_(False)
-    return FrozenReference(reference)
+    return FrozenReference(reference, chunk_tokens)
 
 
 def weights_fingerprint(model: nn.Module) -> str:

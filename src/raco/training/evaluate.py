@@ -31,12 +31,16 @@ STATS = ("loss", "correct", "margin", "pairs")  # per objective, summed over bat
 
 
 def batch_statistics(
-    model: nn.Module, batch: Batch, objectives: Sequence[ObjectiveSpec], reference: Reference
+    model: nn.Module,
+    batch: Batch,
+    objectives: Sequence[ObjectiveSpec],
+    reference: Reference,
+    chunk_tokens: int | None = None,
 ) -> Tensor:
     """``[len(STATS), k]`` float64 sums over ``batch``'s rows with s_i ≠ 0: per-pair loss, correct
     (Δ > 0, ties ½), margin Δ, and the number of such rows (on the model's device)."""
     k = len(objectives)
-    logps, lengths = response_logps(model, batch)
+    logps, lengths = response_logps(model, batch, chunk_tokens=chunk_tokens)
     ref = reference.logps(batch)
     pair = PairLogps.from_rows(logps.float(), lengths, ref.float() if ref is not None else None)
     signs = batch["signs"].to(logps.device)
@@ -63,6 +67,7 @@ def evaluation_totals(
     *,
     prepare: Callable[[Batch], Batch] | None = None,
     device: torch.device | None = None,
+    chunk_tokens: int | None = None,
 ) -> Tensor:
     """``[len(STATS), k]`` sums of :func:`batch_statistics` over every batch, this process computing
     its strided share (``prepare``, e.g. a move to the device, is applied to those batches only) and
@@ -78,9 +83,11 @@ def evaluation_totals(
         for b, batch in enumerate(batches):
             first, seen = (batch if b == 0 else first), seen + 1
             if b % world == rank:
-                mine.append(batch_statistics(model, prepare(batch), objectives, reference).flatten())
+                mine.append(
+                    batch_statistics(model, prepare(batch), objectives, reference, chunk_tokens).flatten()
+                )
         if world > 1 and first is not None and len(mine) < rounds(seen, world):
-            batch_statistics(model, prepare(first), objectives, reference)  # the others' last forward
+            batch_statistics(model, prepare(first), objectives, reference, chunk_tokens)  # others' last
     finally:
         model.train(was_training)
     width = len(STATS) * len(objectives)
@@ -97,6 +104,7 @@ def evaluate(
     *,
     prepare: Callable[[Batch], Batch] | None = None,
     device: torch.device | None = None,
+    chunk_tokens: int | None = None,
 ) -> dict[str, float]:
     """``eval/<objective>/loss``, ``eval/<objective>/rewards/accuracies`` and ``eval/weighted_accuracy``
     (Σ w_i acc_i), or ``eval/mean_accuracy`` (the plain mean) when ``weights`` is None — for a method
@@ -104,7 +112,7 @@ def evaluate(
     (see the module docstring; ``prepare`` and ``device`` as in :func:`evaluation_totals`)."""
     k = len(objectives)
     loss_sum, correct, margin_sum, counted = evaluation_totals(
-        model, batches, objectives, reference, prepare=prepare, device=device
+        model, batches, objectives, reference, prepare=prepare, device=device, chunk_tokens=chunk_tokens
     )
     metrics: dict[str, float] = {}
     weighted = 0.0

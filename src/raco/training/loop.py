@@ -447,7 +447,8 @@ def run_evaluation(s: Session, pairs: bool = True, generation: bool = False) -> 
         batches = (s.to_device(b) for b in eval_batches(s.data.eval, s.collator, size))
         with s.autocast():
             weights = None if s.cfg.method.name == "mgda" else s.cfg.weights  # mgda is not steered by w
-            metrics.update(evaluate(s.model, batches, s.specs, weights, s.eval_reference))
+            chunk = s.cfg.model.logprob_chunk
+            metrics.update(evaluate(s.model, batches, s.specs, weights, s.eval_reference, chunk_tokens=chunk))
     if generation and s.judge is not None:
         model = s.accelerator.unwrap_model(s.model)
         metrics.update(s.judge.metrics(model, s.tokenizer, s.autocast))

@@ -207,12 +207,13 @@ def _load_model(cfg: RunConfig, tokenizer, kind: str) -> tuple[nn.Module, Refere
     """The policy and its reference (``cached``: adapters off or the initial weights, until the tables
     replace it)."""
     base = prepare_base(cfg.model, cfg.lora, len(tokenizer))
-    reference: Reference = frozen_copy(base) if kind == "copy" else NO_REFERENCE
+    chunk = cfg.model.logprob_chunk
+    reference: Reference = frozen_copy(base, chunk) if kind == "copy" else NO_REFERENCE
     policy = wrap_policy(base, cfg.model, cfg.lora)
     if kind == "adapter" or (kind == "cached" and cfg.lora.enabled):
-        reference = AdapterReference(policy)
+        reference = AdapterReference(policy, chunk)
     elif kind == "cached":
-        reference = FrozenReference(policy)  # the policy's weights are still the initial ones
+        reference = FrozenReference(policy, chunk)  # the policy's weights are still the initial ones
     return policy, reference
 
 
@@ -230,6 +231,7 @@ def _cached_tables(s: Session, base_fingerprint: str) -> tuple[Reference, Refere
             "weights": base_fingerprint,
             "pairs": pairs_fingerprint(pairs),
             "max_length": s.cfg.data.max_length,
+            "logprob_chunk": s.cfg.model.logprob_chunk,  # the same numbers up to float rounding
             "max_prompt_length": s.cfg.data.max_prompt_length,
             "tokenizer": [type(s.tokenizer).__name__, len(s.tokenizer)],
             "part": part,
@@ -275,6 +277,7 @@ def _engine(
             reference=reference,
             normalize=cfg.method.normalize,
             device=accelerator.device,
+            logprob_chunk=cfg.model.logprob_chunk,
         )
     except ValueError as err:
         raise ConfigError(
