@@ -79,3 +79,35 @@ def test_chunked_run_equals_the_run_at_once(tiny_config, tmp_path, monkeypatch, 
 def test_logprob_chunk_must_be_positive(tiny_config):
     with pytest.raises(ConfigError, match=r"model\.logprob_chunk"):
         from_dict(tiny_config(**{"model.logprob_chunk": 0}))
+
+
+@pytest.mark.parametrize("setup", ["lora", "full-copy"])
+def test_raco_eval_of_a_chunked_run_computes_as_training_did(tiny_config, tmp_path, monkeypatch, setup):
+    """raco eval of a run with model.logprob_chunk: its preference metrics are the run's final ones, and
+    the tuned model's and its reference's log-probs go through the chunked function."""
+    import raco.losses.chunked as chunked_module
+    from raco.eval.config import load_eval_config
+    from raco.eval.runner import evaluate_target
+
+    tree = tiny_config(
+        **{"train.max_steps": 2, "model.logprob_chunk": 3, **SETUPS[setup]}, output_dir=str(tmp_path / "run")
+    )
+    result = train(tree)
+    calls = []
+    original = chunked_module.chunked_response_logps
+    monkeypatch.setattr(
+        chunked_module, "chunked_response_logps", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    import raco.losses.logps as logps_module
+
+    at_once = []  # the unchunked path's logits: none may be formed
+    kept = logps_module.kept_logits
+    monkeypatch.setattr(logps_module, "kept_logits", lambda *a, **k: at_once.append(1) or kept(*a, **k))
+    cfg = load_eval_config(None, {"base": "false"})
+    out = evaluate_target(result.run_dir, cfg, tmp_path / "eval", progress=False)
+    assert len(calls) >= 2 and at_once == []  # policy and reference, per held-out batch, all chunked
+    for name in ("friendly", "concise"):
+        key = f"{name}/rewards/accuracies"
+        assert out["preference"]["tuned"][key] == pytest.approx(result.final_metrics[f"eval/{key}"], rel=1e-5)
+        key = f"{name}/loss"
+        assert out["preference"]["tuned"][key] == pytest.approx(result.final_metrics[f"eval/{key}"], rel=1e-5)

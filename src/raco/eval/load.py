@@ -54,6 +54,11 @@ class LoadedTarget:
     def is_run(self) -> bool:
         return self.cfg is not None
 
+    @property
+    def logprob_chunk(self) -> int | None:
+        """The run's ``model.logprob_chunk`` (log-probs computed that many tokens at a time), or None."""
+        return self.cfg.model.logprob_chunk if self.cfg is not None else None
+
     @contextlib.contextmanager
     def as_model(self, which: str) -> Iterator[tuple[nn.Module, Reference]]:
         """``(model, reference)`` of the ``tuned`` or ``base`` model of a run; the base's reference is
@@ -61,10 +66,10 @@ class LoadedTarget:
         if which == "tuned":
             yield self.policy, self.reference
         elif self.base_policy is not None:
-            yield self.base_policy, FrozenReference(self.base_policy)
+            yield self.base_policy, FrozenReference(self.base_policy, self.logprob_chunk)
         elif hasattr(self.policy, "disable_adapter"):
             with self.policy.disable_adapter():
-                yield self.policy, FrozenReference(self.policy)
+                yield self.policy, FrozenReference(self.policy, self.logprob_chunk)
         else:
             raise TargetError(f"{self.name}: no starting model is known to compare with")
 
@@ -111,11 +116,13 @@ def load_run(run_dir: str | Path, *, device: str = "auto", with_base: bool = Tru
     if lora:
         base = prepare_base(cfg.model, cfg.lora, len(tokenizer))
         policy = _ready(PeftModel.from_pretrained(base, str(model_dir)), where)
-        return LoadedTarget(str(run_dir), policy, tokenizer, cfg, AdapterReference(policy))
+        adapters_off = AdapterReference(policy, cfg.model.logprob_chunk)
+        return LoadedTarget(str(run_dir), policy, tokenizer, cfg, adapters_off)
     dtype = weights_dtype(cfg.model)  # as training held them: float32 masters unless pure bfloat16
     policy = _ready(AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype), where)
     base_policy = _ready(prepare_base(cfg.model, cfg.lora, len(tokenizer)), where) if with_base else None
-    reference = FrozenReference(base_policy) if base_policy is not None else NO_REFERENCE
+    chunk = cfg.model.logprob_chunk
+    reference = FrozenReference(base_policy, chunk) if base_policy is not None else NO_REFERENCE
     return LoadedTarget(str(run_dir), policy, tokenizer, cfg, reference, base_policy)
 
 

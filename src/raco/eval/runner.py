@@ -98,7 +98,8 @@ def preference_metrics(target: LoadedTarget, model: Any, reference: Any, cfg: Ev
         for b in eval_batches(data.eval, collator, cfg.eval_batch_size)
     )
     weights = None if run.method.name == "mgda" else run.weights
-    metrics = evaluate(model, batches, objective_specs(run), weights, reference)
+    chunk = run.model.logprob_chunk  # as training computed them
+    metrics = evaluate(model, batches, objective_specs(run), weights, reference, chunk_tokens=chunk)
     return {key.removeprefix(eval_key("")): value for key, value in metrics.items()}
 
 
