@@ -4,14 +4,12 @@ process into an unsharded model, and the other way round (DCP reshards on load).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from dist_checkpoint_worker import STEP, full_state, step, tiny
+from launch import TORCHRUN, run_two_processes
 
 from raco.config import ConfigError
 from raco.training.checkpoint import (
@@ -25,7 +23,6 @@ from raco.training.checkpoint import (
 )
 
 WORKER = Path(__file__).with_name("dist_checkpoint_worker.py")
-TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
 def _equal(a, b, where: str = "") -> None:
@@ -48,19 +45,7 @@ def two_processes(tmp_path_factory) -> Path:
         step(model, optimizer, seed)
     save_sharded(root / "one" / f"step-{STEP:08d}", model, optimizer)
     torch.save(full_state(model, optimizer), root / "one-expected.pt")
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), str(WORKER.parent)]),
-    }
-    proc = subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(WORKER), str(root)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_two_processes(WORKER, root)
     return root
 
 

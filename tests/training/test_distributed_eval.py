@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from launch import TORCHRUN, one_thread, run_two_processes
 from shard_fixtures import EVAL_BATCH, GENERATION, toy
 from toy_data import tiny_tree, write_toy
 
@@ -23,7 +20,6 @@ from raco.training.loop import train
 from raco.training.metrics import read_metrics
 
 WORKER = Path(__file__).with_name("dist_eval_worker.py")
-TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not available")
 
@@ -62,36 +58,13 @@ def _run_tree(root: Path, run_dir: Path, processes: int) -> dict:
 def two_processes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("eval-two-processes")
     (root / "run.yaml").write_text(yaml.safe_dump(_run_tree(root / "files", root / "run", 2)))
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), str(WORKER.parent)]),
-    }
-    proc = subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(WORKER), str(root)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_two_processes(WORKER, root)
     return root
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """As the workers ran (a matrix product's rounding may depend on the thread count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_shared_evaluation_equals_one_process(two_processes, tmp_path):
     made = toy(tmp_path)
-    with _one_thread():
+    with one_thread():
         batches = eval_batches(made.data.eval, made.collate, EVAL_BATCH)
         metrics = evaluate(made.model, batches, made.specs(), made.cfg.weights, made.reference)
         judge = made.judge()
@@ -114,7 +87,7 @@ def test_shared_evaluation_equals_one_process(two_processes, tmp_path):
 def test_logged_evaluations_equal_one_process(two_processes, tmp_path):
     """Every eval/* value of every metrics.jsonl record (preference metrics and judged scores, at each
     step and at the end) equals the 1-process run's."""
-    with _one_thread():
+    with one_thread():
         one = train(_run_tree(two_processes / "files", tmp_path / "one", 1))
     mine = [r for r in read_metrics(one.run_dir) if any(k.startswith("eval/") for k in r)]
     theirs = [r for r in read_metrics(two_processes / "run") if any(k.startswith("eval/") for k in r)]

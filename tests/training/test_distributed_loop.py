@@ -6,15 +6,13 @@ One torchrun launch (``dist_train_worker.py``) serves both tests."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from dist_train_worker import RESUME_FROM, non_finite_at
+from launch import TORCHRUN, run_two_processes
 from safetensors.torch import load_file
 from toy_data import tiny_tree, write_toy
 
@@ -26,7 +24,6 @@ from raco.training.metrics import read_metrics
 from raco.training.session import setup
 
 WORKER = Path(__file__).with_name("dist_train_worker.py")
-TORCHRUN = Path(sys.executable).with_name("torchrun")
 WALL_CLOCK = {"tokens_per_second"}  # its definition is checked in test_every_metric_is_global
 
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not available")
@@ -73,19 +70,7 @@ def two_processes(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     configs = _configs(root)
     for name in ("global", "dropout"):
         (root / f"{name}.yaml").write_text(yaml.safe_dump(configs[name]))
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
-    }
-    proc = subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(WORKER), str(root)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_two_processes(WORKER, root)
     return root, configs
 
 

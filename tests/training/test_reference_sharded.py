@@ -4,15 +4,12 @@ once by both and written by process 0; a key that differs between processes is r
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from launch import TORCHRUN, one_thread, run_two_processes
 from safetensors.torch import load_file
 from shard_fixtures import BATCH_SIZES, TABLE_ROWS, toy
 from toy_data import tiny_tree, write_toy
@@ -25,7 +22,6 @@ from raco.training.loop import train
 from raco.training.metrics import read_metrics
 
 WORKER = Path(__file__).with_name("dist_reference_worker.py")
-TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
 def test_shard_range_covers_in_order():
@@ -54,23 +50,11 @@ def test_two_processes_give_the_one_process_table(tmp_path, monkeypatch):
     """Tables of a few batch sizes; the cache filled by both processes; and a training run with
     ``model.reference: cached`` whose cached tables are the 1-process run's, bit for bit."""
     (tmp_path / "cached.yaml").write_text(yaml.safe_dump(_cached_run(tmp_path, "two", 2)))
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), str(WORKER.parent)]),
-    }
-    proc = subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(WORKER), str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_two_processes(WORKER, tmp_path)
     assert (tmp_path / "done-0").exists() and (tmp_path / "done-1").exists()
     made = toy(tmp_path / "here")
     reference, pairs, collate = made.reference, made.data.train[:TABLE_ROWS], made.collate
-    with _one_thread():
+    with one_thread():
         for size in BATCH_SIZES:
             one = compute_reference_table(
                 reference, lambda size=size: eval_batches(pairs, collate, size), len(pairs)
@@ -80,7 +64,7 @@ def test_two_processes_give_the_one_process_table(tmp_path, monkeypatch):
                 assert torch.equal(two, one), (size, rank, (two - one).abs().max())
     assert len(list((tmp_path / "cache" / "reference-logps").glob("*.safetensors"))) == 1
     monkeypatch.setattr(reference_module, "cache_dir", lambda: tmp_path / "one-cache")
-    with _one_thread():
+    with one_thread():
         one = train(_cached_run(tmp_path, "one", 1))
     for a, b in zip(read_metrics(one.run_dir), read_metrics(tmp_path / "two"), strict=True):
         assert a.keys() == b.keys()
@@ -100,14 +84,3 @@ def _cached_run(root: Path, name: str, processes: int) -> dict:
     files = write_toy(root / "files" / "train.jsonl", 96, 0), write_toy(root / "files" / "eval.jsonl", 16, 1)
     overrides = {"model.reference": "cached", "train.max_steps": 2, "train.batch_size": 8 // processes}
     return tiny_tree(*files, root / name, **overrides, **{"train.eval_batch_size": 5})
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """As the workers ran (a matrix product's rounding may depend on the thread count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
