@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from exits import exit_now
 
 ENGINE_TESTS = Path(__file__).resolve().parents[1] / "engine"
 sys.path.insert(0, str(ENGINE_TESTS))
@@ -103,16 +104,6 @@ def main(out: Path, cases: list[str]) -> None:
     if dist.is_initialized():
         dist.destroy_process_group()  # gloo threads alive at interpreter exit abort the process
     exit_now()
-
-
-def exit_now() -> None:
-    """Leave without the interpreter's teardown: after the process group is destroyed and every
-    output written, a gloo/FSDP2 thread still joinable at teardown sometimes aborts the process
-    ("terminate called without an active exception", about 1 launch in 6 here), failing a run whose
-    work is complete."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ cut back to its step-2 checkpoint (a killed run) and resumed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import torch.distributed as dist
+from exits import exit_now
 
 from raco.training.checkpoint import list_checkpoints
 from raco.training.loop import resume, train
@@ -43,16 +43,6 @@ def main(root: Path, names: list[str]) -> None:
             train(root / f"{name}.yaml")
     dist.destroy_process_group()  # gloo threads alive at interpreter exit abort the process
     exit_now()
-
-
-def exit_now() -> None:
-    """Leave without the interpreter's teardown: after the process group is destroyed and every
-    output written, a gloo/FSDP2 thread still joinable at teardown sometimes aborts the process
-    ("terminate called without an active exception", about 1 launch in 6 here), failing a run whose
-    work is complete."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 if __name__ == "__main__":
