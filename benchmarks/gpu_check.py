@@ -43,6 +43,9 @@ from raco.gradients import GradientEngine
 from raco.losses import ObjectiveSpec
 from raco.training.precision import autocast
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_cost.py
+from step_cost import make_batch
+
 QWEN3_0_6B = dict(
     vocab_size=151936,
     hidden_size=1024,
@@ -73,28 +76,6 @@ def tiny_model(device: torch.device) -> nn.Module:
     return tiny_random_model(0, 49152).to(device)
 
 
-def make_batch(shape: tuple[int, int, int], vocab: int, k: int, seed: int, device: torch.device) -> dict:
-    """Right-padded pair batch in raco's contract, responses of unequal lengths, some ties."""
-    n_pairs, prompt, response = shape
-    g = torch.Generator().manual_seed(seed)
-    width = prompt + response
-    ids = torch.randint(3, vocab, (2 * n_pairs, width), generator=g)
-    ids[n_pairs:, :prompt] = ids[:n_pairs, :prompt]
-    lengths = torch.randint(response // 2, response + 1, (2 * n_pairs,), generator=g)
-    pos = torch.arange(width)
-    attention = pos < (prompt + lengths[:, None])
-    signs = torch.tensor([1.0, -1.0, 1.0, -1.0, 0.0])[torch.randint(0, 5, (n_pairs, k), generator=g)]
-    signs[0] = 1.0  # every objective labels at least one pair
-    batch = {
-        "input_ids": ids * attention,
-        "attention_mask": attention.long(),
-        "response_mask": attention & (pos >= prompt),
-        "signs": signs,
-        "row_index": torch.arange(n_pairs),
-    }
-    return {key: value.to(device) for key, value in batch.items()}
-
-
 def _engine(model: nn.Module, k: int, weights: list[float], path: str, method: str) -> GradientEngine:
     specs = [ObjectiveSpec(f"o{i}", beta=0.1) for i in range(k)]
     options = {"c": 0.4} if method == "raco" else {}
@@ -123,7 +104,7 @@ def check_fused(model: nn.Module, name: str, vocab: int, ks: list[int], dtype: s
     device = next(model.parameters()).device
     out = {}
     for k in ks:
-        batch = make_batch(CHECK_SHAPES[name], vocab, k, seed=k, device=device)
+        batch = make_batch(*CHECK_SHAPES[name], vocab, k, seed=k, device=device)
         ref = torch.randn(batch["input_ids"].shape[0], generator=torch.Generator().manual_seed(k)) - 20
         ref = ref.to(device)
         plain = per_objective_grads(model, k, "plain", batch, ref, dtype)
@@ -166,7 +147,7 @@ def step_cost(
     device = next(model.parameters()).device
     out = {}
     for k in ks:
-        batch = make_batch(shape, vocab, k, seed=100 + k, device=device)
+        batch = make_batch(*shape, vocab, k, seed=100 + k, device=device)
         variants = {
             "weighted_sum": step_fn(model, k, "scalarized", "weighted_sum", dtype),
             "raco_plain": step_fn(model, k, "plain", "raco", dtype),
@@ -203,7 +184,7 @@ def check_collectives(model: nn.Module, vocab: int, dtype: str) -> dict:
     import torch.distributed as dist
 
     device = next(model.parameters()).device
-    batch = make_batch(CHECK_SHAPES["tiny"], vocab, 2, seed=7, device=device)
+    batch = make_batch(*CHECK_SHAPES["tiny"], vocab, 2, seed=7, device=device)
     engine = _engine(model, 2, [0.5, 0.5], "fused", "raco")
     counts = engine.step_counts([batch])
     ref = torch.full((batch["input_ids"].shape[0],), -20.0, device=device)

@@ -93,8 +93,17 @@ class PeakRSS:
         return self.peak - self.start
 
 
-def make_batch(n_pairs: int, prompt: int, response: int, vocab: int, k: int, seed: int) -> dict:
-    """Right-padded pair batch in raco's contract; responses of varying length (response/2..response)."""
+def make_batch(
+    n_pairs: int,
+    prompt: int,
+    response: int,
+    vocab: int,
+    k: int,
+    seed: int,
+    device: torch.device | None = None,
+) -> dict:
+    """Right-padded pair batch in raco's contract; responses of varying length (response/2..response),
+    on ``device`` (default: the benchmark's DEVICE)."""
     g = torch.Generator().manual_seed(seed)
     width = prompt + response
     ids = torch.randint(3, vocab, (2 * n_pairs, width), generator=g)
@@ -112,7 +121,7 @@ def make_batch(n_pairs: int, prompt: int, response: int, vocab: int, k: int, see
         "signs": signs,
         "row_index": torch.arange(n_pairs),
     }
-    return {key: value.to(DEVICE) for key, value in batch.items()}
+    return {key: value.to(device or DEVICE) for key, value in batch.items()}
 
 
 def engine_step(model: nn.Module, reference: nn.Module | None, k: int, path: str, method: str) -> Callable:

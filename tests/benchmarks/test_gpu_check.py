@@ -74,7 +74,7 @@ def test_engine_checks_run_on_cpu(capsys, tmp_path):
 
 def test_make_batch_follows_raco_pairs_contract():
     gpu_check = _load()
-    batch = gpu_check.make_batch((3, 4, 6), vocab=50, k=2, seed=0, device=__import__("torch").device("cpu"))
+    batch = gpu_check.make_batch(3, 4, 6, vocab=50, k=2, seed=0, device=__import__("torch").device("cpu"))
     assert batch["input_ids"].shape == (6, 10) and batch["signs"].shape == (3, 2)
     assert (batch["input_ids"][3:, :4] == batch["input_ids"][:3, :4]).all()  # shared prompts
     assert not batch["response_mask"][:, :4].any() and (batch["signs"][0] == 1).all()
