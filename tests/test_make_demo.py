@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from test_readme import COPIED, DEMO_ARGS, REPO, SHORTEN, venv_is_current
+from test_readme import DEMO_ARGS, SHORTEN, clone_top_level, venv_is_current
 
 
 def test_make_demo_falls_back_to_the_tiny_model(tmp_path):
     if not venv_is_current():
         pytest.skip("the .venv predates the dependency spec (run `make venv`; `make test` does)")
-    for name in ("configs", "Makefile", "pyproject.toml", "constraints.txt"):
-        assert name in COPIED
-        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
-        copy(REPO / name, tmp_path / name)
-    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    clone_top_level(tmp_path, ("configs", "Makefile", "pyproject.toml", "constraints.txt"))
     env = {**os.environ, "RACO_OVERRIDES": SHORTEN, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     argv = ["make", "demo", "HAS_SMOLLM2=false", "SMOLLM2=./no-such-smollm2.whl", f"DEMO_ARGS={DEMO_ARGS}"]
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)

@@ -44,6 +44,16 @@ def venv_is_current() -> bool:
     return (REPO / ".venv" / f".deps-{spec.hexdigest()[:16]}").exists()
 
 
+def clone_top_level(folder: Path, names: tuple[str, ...]) -> None:
+    """Copy ``names`` of the checkout into ``folder`` with their mtimes (so the copied Makefile finds the
+    .venv up to date) and link the checkout's .venv there."""
+    for name in names:
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        copy(REPO / name, folder / name)
+    (folder / ".venv").symlink_to(REPO / ".venv")
+
+
 LAUNCHES = ("accelerate launch ",)
 
 
@@ -125,11 +135,7 @@ def test_readme_runs_in_order(tmp_path):
         pytest.skip("no .venv with raco in the checkout (run `make venv`)")
     if not venv_is_current():  # `make demo` would rebuild it in place
         pytest.skip("the .venv predates the dependency spec (run `make venv`; `make test` does)")
-    for name in COPIED:  # mtimes kept: the copied Makefile finds the .venv up to date
-        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        copy(REPO / name, tmp_path / name)
-    (tmp_path / ".venv").symlink_to(venv)
+    clone_top_level(tmp_path, COPIED)
     env = {
         **os.environ,
         "RACO_OVERRIDES": SHORTEN,
