@@ -57,6 +57,12 @@ logger = logging.getLogger("raco.config")
 
 SCHEDULES = ("cosine", "linear", "constant")
 REFERENCES = ("auto", "adapter", "copy", "cached", "none")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+ATTN_PACKAGES = {
+    "flash_attention_2": ("flash_attn", "flash-attn"),
+    "flash_attention_3": ("flash_attn_interface", "flash-attn-3"),
+}
+"""Attention implementation -> (the module transformers imports for it, the pip package providing it)."""
 
 
 def _scalarizable() -> list[str]:
@@ -105,6 +111,14 @@ class ModelConfig:
         "backward) instead of [tokens, vocabulary] at once; the same numbers; none = at once; 256-1024 "
         "for 128k+ vocabularies (not with FSDP2)",
         check=lambda v: _positive(v) if v is not None else None,
+    )
+    attn_implementation: str | None = opt(
+        "sdpa",
+        "attention kernel passed to transformers (`attn_implementation`) for the policy, its reference "
+        "and evaluation: sdpa (torch's scaled_dot_product_attention), eager (plain matmul + softmax), "
+        "flash_attention_2 / flash_attention_3 (GPU; the `flash-attn` / `flash-attn-3` package), "
+        "flex_attention (torch's flex attention); none = transformers' own default",
+        check=lambda v: None if v in ATTN_IMPLEMENTATIONS else f"is not {or_list(ATTN_IMPLEMENTATIONS)}",
     )
     disable_dropout: bool = opt(
         True,
@@ -463,6 +477,7 @@ FOREIGN_NAMES: dict[str, Foreign] = {
     "lora_dropout": Foreign("lora.dropout", True, source=_MODEL),
     "lora_target_modules": Foreign("lora.target_modules", True, source=_MODEL),
     "load_in_4bit": Foreign("lora.load_in_4bit", True, source=_MODEL),
+    "attn_implementation": Foreign("model.attn_implementation", True, source=_MODEL),
     # trl.ScriptArguments
     "dataset_name": Foreign("data.train", True, source=_SCRIPT),
     "dataset_config": Foreign("data.config_name", True, source=_SCRIPT),
@@ -636,6 +651,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         cfg.eval.generation.settings()
     cfg.log.log_with = [name for name in cfg.log.log_with if name.lower() != "none"]
     _check_trackers(cfg.log.log_with)
+    check_attn_implementation(cfg.model.attn_implementation)
     if cfg.data.max_prompt_length >= cfg.data.max_length:
         raise ConfigError("data.max_prompt_length: must be smaller than data.max_length")
     for note in config_notes(cfg):
@@ -683,6 +699,17 @@ def differences(saved: RunConfig | dict, cfg: RunConfig) -> list[str]:
     before, after = flat(old), flat(new)
     keys = [k for k in dict.fromkeys([*before, *after]) if not k.startswith(TRAJECTORY_FREE)]
     return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys if before.get(k) != after.get(k)]
+
+
+def check_attn_implementation(name: str | None) -> None:
+    """A flash-attention ``model.attn_implementation`` needs its package installed: a ``ConfigError``
+    naming the option and the package at start, instead of transformers' traceback at model load."""
+    module, package = ATTN_PACKAGES.get(name or "", (None, None))
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"model.attn_implementation: {name} needs the `{package}` package (module `{module}`), which is "
+            "not installed; install it (CUDA GPUs only) or use sdpa (the default) or eager"
+        )
 
 
 def _check_trackers(names: list[str]) -> None:

@@ -33,7 +33,7 @@ from transformers import (
 )
 
 from raco.atomic import atomic_save_dir
-from raco.config import ConfigError, LoraConfig, ModelConfig
+from raco.config import ConfigError, LoraConfig, ModelConfig, check_attn_implementation
 from raco.models.offline import cache_dir, smollm2_gguf_path, smollm2_tokenizer
 
 TINY_RANDOM = "tiny-random"
@@ -126,8 +126,11 @@ def smollm2_model_dir() -> Path:
     return atomic_save_dir(build, cache_dir() / SMOLLM2_HF_DIR)
 
 
-def tiny_random_model(seed: int, vocab_size: int, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
-    """A 2-layer, hidden-64 Llama whose initial weights depend only on ``seed``."""
+def tiny_random_model(
+    seed: int, vocab_size: int, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None
+) -> LlamaForCausalLM:
+    """A 2-layer, hidden-64 Llama whose initial weights depend only on ``seed``; ``attn_implementation``
+    as ``from_pretrained``'s (None: transformers' default, sdpa)."""
     config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=64,
@@ -144,7 +147,7 @@ def tiny_random_model(seed: int, vocab_size: int, dtype: torch.dtype = torch.flo
     devices = torch.random.fork_rng(devices=[])
     with devices:
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM._from_config(config, attn_implementation=attn_implementation)
     return model.to(dtype)
 
 
@@ -197,14 +200,20 @@ def saved_dtype(cfg: ModelConfig) -> torch.dtype:
 
 def load_base_model(cfg: ModelConfig, lora: LoraConfig, vocab_size: int) -> nn.Module:
     """The causal LM named by ``cfg`` in :func:`weights_dtype` (before LoRA): float32 master weights
-    for mixed precision (``bfloat16``, ``float16``), bfloat16 with ``model.pure_bf16``."""
+    for mixed precision (``bfloat16``, ``float16``), bfloat16 with ``model.pure_bf16``; attention by
+    ``model.attn_implementation`` (a flash kernel whose package is missing is a ``ConfigError`` first)."""
     dtype = weights_dtype(cfg)
     check_model_source(cfg)
+    check_attn_implementation(cfg.attn_implementation)
     with _loading(cfg, "model"):
         if cfg.name == TINY_RANDOM:
-            return tiny_random_model(cfg.seed, vocab_size, dtype)
+            return tiny_random_model(cfg.seed, vocab_size, dtype, cfg.attn_implementation)
         source = str(smollm2_model_dir()) if cfg.name == SMOLLM2 else cfg.name
-        kwargs = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+        kwargs = {
+            "dtype": dtype,
+            "trust_remote_code": cfg.trust_remote_code,
+            "attn_implementation": cfg.attn_implementation,
+        }
         if cfg.name != SMOLLM2:
             kwargs.update(revision=cfg.revision, gguf_file=cfg.gguf_file)
         quantization = _quantization(lora)
