@@ -13,9 +13,19 @@ every file is fsync'ed, and the folder is renamed into place: a crash leaves eit
 checkpoint or the new one, never a half-written one; the temporaries a crash leaves behind are removed
 by :func:`remove_stale_temporaries` when the run is resumed (raco's own temporary names only). The
 other processes' random states reach it through ``gather_to_main``. Only the newest ``keep_last``
-complete checkpoints are kept. A checkpoint is resumed with the number of processes that wrote it
-(each restores its own random state); another number is refused, since the global batch, and so the
-trajectory, depends on it.
+complete checkpoints are kept.
+
+Resuming on another number of processes (:func:`check_layout`). The trajectory depends on the
+processes only through the global batch and the random state: the data order is a function of the
+seed, and each global micro-batch (``train.batch_size × processes`` pairs, ``grad_accum`` of them a
+step) is split among the processes (training/inputs.py), whose per-objective gradients are summed.
+So a checkpoint written by N processes resumes on M exactly when the global micro-batch stays the
+same (``train.batch_size`` is the resumed run's to give: B·N/M), ``method.solve_per`` is not
+``microbatch`` (a solve per process's micro-batch depends on the split) and nothing draws random
+numbers in training (dropout; ``model.disable_dropout`` and ``lora.dropout: 0``): anything else is
+refused, naming what differs and what to set, except dropout, which is warned about (each process's
+random state, ``rng-<rank>.pt``, belongs to one of N processes; the draws then differ from the
+uninterrupted run's). The same number of processes restores each process's own random state exactly.
 
 Sharded state (a model whose parameters are DTensors: FSDP2 ``fully_shard``, :func:`is_sharded`) is
 saved with torch.distributed.checkpoint (DCP): ``sharded/`` holds every process's shard of the model
@@ -25,7 +35,9 @@ scheduler only). Atomic as above: the main process makes the temporary folder an
 name; every process writes its shard into it (fsync'ed); the main process writes the other files and
 renames the folder; every process waits for that (:func:`save_sharded`, :func:`write_sharded_checkpoint`).
 Each process loads the parts of the saved shards its own shards cover: on the same number of
-processes, on another, or into an unsharded model (DCP reshards on load: :func:`load_sharded`).
+processes, on another, or into an unsharded model (DCP reshards on load: :func:`load_sharded`). An
+unsharded checkpoint (one process, or replicated) is loaded into a sharded model by
+:func:`load_full_into_sharded` (every process keeps its shards of the whole tensors).
 
 ``state.json`` also records what a resumed run needs to end with the uninterrupted run's files: how
 many ``metrics.jsonl`` records had been written, the metrics the run would report at its end so far,
@@ -35,6 +47,7 @@ the wall time spent so far, and (``final``) whether the final evaluation is in.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -45,6 +58,7 @@ import socket
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -52,9 +66,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_state_dict,
     set_model_state_dict,
@@ -65,6 +81,8 @@ from raco.atomic import file_mode, make_temp_dir
 from raco.config import ConfigError
 from raco.shard import any_across, rank_and_world
 from raco.shard import is_sharded as is_sharded  # the predicate a caller picks the layout by
+
+logger = logging.getLogger("raco.training")
 
 CHECKPOINTS = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -424,31 +442,129 @@ def _write_file(path: Path, content: Any) -> None:
         path.write_text(str(content))
 
 
-def read_checkpoint(folder: Path, rank: int = 0, processes: int | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BatchLayout:
+    """How the resuming run splits its optimizer steps, and whether anything in it is random: what
+    :func:`check_layout` compares with the checkpoint's."""
+
+    batch_size: int  # train.batch_size: pairs per process per micro-batch
+    rank_local_solve: bool = False  # method.solve_per: microbatch (a solve per process's micro-batch)
+    random_draws: bool = False  # the model draws random numbers in training (dropout: random_draws)
+
+
+def random_draws(model: nn.Module) -> bool:
+    """Whether ``model`` draws random numbers in training: a dropout (``nn.Dropout``, LoRA's included,
+    or an ``attention_dropout`` rate) above 0 (``model.disable_dropout`` sets the model's own to 0)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout) and module.p > 0:
+            return True
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, float) and rate > 0:
+            return True
+    return False
+
+
+def _saved_batch_size(folder: Path, state: dict[str, Any]) -> int | None:
+    """``train.batch_size`` of the run that wrote checkpoint ``folder`` (state.json; its config.yaml
+    for checkpoints written before state.json recorded it), or None when neither says."""
+    if "batch_size" in state:
+        return int(state["batch_size"])
+    try:
+        tree = yaml.safe_load((folder / "config.yaml").read_text())
+        return int(tree["train"]["batch_size"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def check_layout(folder: Path, state: dict[str, Any], processes: int, layout: BatchLayout | None) -> None:
+    """A ``ConfigError`` unless checkpoint ``folder`` (its ``state``) resumed on ``processes`` processes
+    with ``layout`` continues its trajectory: the same global micro-batch (``train.batch_size ×
+    processes``) and, on another number of processes, no per-process solve. A ``RuntimeWarning`` when
+    the number of processes changes and ``layout.random_draws``. Without ``layout`` only the same
+    number of processes is accepted."""
+    saved = state.get("processes")
+    saved_batch = _saved_batch_size(folder, state)
+    now = f"{processes} process{'es' if processes != 1 else ''}"
+    if layout is None or saved is None or saved_batch is None:
+        if saved is not None and saved != processes:
+            raise ConfigError(
+                f"{folder} was written by {saved} processes; resume it with {saved} (this run has "
+                f"{processes}): the global batch, the data order and each process's random state depend "
+                "on the number of processes"
+            )
+        return
+    pairs, resumed_pairs = saved_batch * saved, layout.batch_size * processes
+    if pairs != resumed_pairs:
+        if pairs % processes == 0:
+            fix = f"resume with --train.batch_size {pairs // processes} ({pairs} pairs over {now})"
+        else:
+            fix = (
+                f"no train.batch_size gives {pairs} pairs over {now}; resume on a number of processes "
+                f"that divides {pairs} ({', '.join(map(str, _divisors(pairs)))}) with --train.batch_size "
+                f"{pairs} / processes"
+            )
+        if saved != processes:
+            fix += f", or on {saved} processes with train.batch_size {saved_batch}"
+        raise ConfigError(
+            f"{folder} was written by {saved} process{'es' if saved != 1 else ''} with train.batch_size "
+            f"{saved_batch}: global micro-batches of {pairs} pairs; this run has {now} with "
+            f"train.batch_size {layout.batch_size}: {resumed_pairs} pairs, so every later optimizer step "
+            f"would read other pairs than the uninterrupted run; {fix}"
+        )
+    if saved == processes:
+        return
+    if layout.rank_local_solve:
+        raise ConfigError(
+            f"{folder} was written by {saved} processes and this run has {processes}: with "
+            "method.solve_per: microbatch each process solves on its own share of a micro-batch, so "
+            f"the trajectory depends on the number of processes; resume it with {saved}"
+        )
+    if layout.random_draws:  # a notice the user acts on: console (main process) and warnings.log
+        logger.warning(
+            "resuming %s (written by %d processes) on %d: the global batches are the same, but the "
+            "model draws random numbers (dropout) and each process's random state belongs to one of %d "
+            "processes: the dropout draws, and so the numbers, will differ from the uninterrupted run's "
+            "(resume with %d processes, or train with model.disable_dropout and lora.dropout: 0, for an "
+            "exact resume)",
+            folder,
+            saved,
+            processes,
+            saved,
+            saved,
+        )
+
+
+def read_checkpoint(
+    folder: Path, rank: int = 0, processes: int | None = None, layout: BatchLayout | None = None
+) -> dict[str, Any]:
     """The contents of checkpoint ``folder`` for process ``rank`` of ``processes`` (torch files loaded
     weights_only); ``"rng"`` is that process's random state. ``"sharded"``: the model and optimizer
     are in ``sharded/`` (:func:`load_sharded`; ``"trainable"`` is None, ``"optim"`` holds the
     scheduler's).
 
-    A ``ConfigError`` when the checkpoint was written by another number of processes."""
+    A ``ConfigError`` when the resumed run would not continue the checkpoint's trajectory
+    (:func:`check_layout`: another number of processes is accepted only with ``layout``, the
+    resuming run's batch layout, giving the same global batches). A process the writer did not
+    have takes process 0's random state."""
     folder = Path(folder)
     state = json.loads((folder / "state.json").read_text())
-    saved = state.get("processes")
-    if processes is not None and saved is not None and saved != processes:
-        raise ConfigError(
-            f"{folder} was written by {saved} processes; resume it with {saved} (this run has "
-            f"{processes}): the global batch, the data order and each process's random state depend "
-            "on the number of processes"
-        )
+    if processes is not None:
+        check_layout(folder, state, processes, layout)
     rng_file = folder / f"rng-{rank}.pt"
-    if not rng_file.exists():  # written before every process saved its own state
-        warnings.warn(
-            f"{folder} holds no random state for process {rank}; using process 0's: dropout will "
-            "differ from the uninterrupted run",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        rng_file = folder / "rng-0.pt"
+    if not rng_file.exists():
+        saved = state.get("processes")
+        if saved is None or saved > rank:  # written before every process saved its own state
+            warnings.warn(
+                f"{folder} holds no random state for process {rank}; using process 0's: dropout will "
+                "differ from the uninterrupted run",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        rng_file = folder / "rng-0.pt"  # (a process the writer did not have: check_layout warned)
     rng = torch.load(rng_file, weights_only=True)
     if "python" not in rng:  # older layout: Python/NumPy states (of process 0) in state.json
         rng.update(state["rng"])
@@ -460,6 +576,40 @@ def read_checkpoint(folder: Path, rank: int = 0, processes: int | None = None) -
         "state": state,
         "sharded": sharded,
     }
+
+
+def load_full_into_sharded(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+) -> None:
+    """Load an unsharded checkpoint (``trainable.safetensors`` and ``optimizer.state_dict()``, as one
+    process or replicated processes write them) into a sharded (FSDP2) ``model`` and its
+    ``optimizer``: each process keeps its shards of the whole tensors. Call on every process."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    missing, extra = set(names) - set(tensors), set(tensors) - set(names)
+    if missing or extra:
+        raise RuntimeError(
+            f"checkpoint does not match the model: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(extra)[:3]}"
+        )
+    # optimizer.state_dict() numbers the parameters in the order the optimizer was given them, which
+    # is the order of the trainable parameters (training/session.py); DCP's full form names them
+    optim = {
+        "state": {names[index]: value for index, value in optimizer_state["state"].items()},
+        "param_groups": [
+            {**group, "params": [names[index] for index in group["params"]]}
+            for group in optimizer_state["param_groups"]
+        ],
+    }
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=tensors,
+        optim_state_dict=optim,
+        options=StateDictOptions(full_state_dict=True, strict=False),
+    )
 
 
 def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:

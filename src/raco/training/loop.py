@@ -133,6 +133,9 @@ RESUME_OVERRIDABLE = (
     "train.eval_every",
     "train.max_consecutive_skips",
 )
+# Options a resumed run may change only to keep its checkpoint's global batch on another number of
+# processes (checkpoint.check_layout): train.batch_size × processes must stay the same.
+RESUME_LAYOUT = ("train.batch_size",)
 
 
 def resume(
@@ -140,8 +143,9 @@ def resume(
 ) -> TrainResult:
     """Continue the run in ``run_dir`` from its newest checkpoint, exactly as if never interrupted.
 
-    ``overrides`` may change only ``RESUME_OVERRIDABLE`` options (logging and checkpointing); the
-    run's ``config.yaml`` is updated with them."""
+    ``overrides`` may change only ``RESUME_OVERRIDABLE`` options (logging and checkpointing), and
+    ``RESUME_LAYOUT`` ones to resume on another number of processes with the same global batches
+    (checked against the checkpoint); the run's ``config.yaml`` is updated with them once accepted."""
 
     run_dir = Path(run_dir)
     config_file = run_dir / CONFIG_FILE
@@ -150,25 +154,38 @@ def resume(
     tree = yaml.safe_load(config_file.read_text())
     overrides = {canonical_key(key): value for key, value in (overrides or {}).items()}
     for key in overrides:
-        if key not in RESUME_OVERRIDABLE:
+        if key not in RESUME_OVERRIDABLE + RESUME_LAYOUT:
             raise ConfigError(
                 f"--{key}: cannot be changed when resuming (it would change the run's trajectory); "
-                f"resumable options: {', '.join(RESUME_OVERRIDABLE)}"
+                f"resumable options: {', '.join(RESUME_OVERRIDABLE)}, and {', '.join(RESUME_LAYOUT)} "
+                "to keep the global batch on another number of processes"
             )
     finished = completed_run(run_dir)
     if finished is not None:  # nothing to do, and nothing is changed (not even config.yaml)
         return finished
     cfg = config_from_tree(tree, overrides, environment=False)
     cfg.output_dir = str(run_dir)
-    if overrides:
+    layout_changed = [key for key in overrides if key in RESUME_LAYOUT]
+    if overrides and not layout_changed:
         save_config(cfg, config_file)
     with capture_warnings():
         session = setup(cfg, resuming=True)  # also removes the temporaries a kill left behind
-        latest = ckpt.latest_checkpoint(run_dir)
-        if latest is not None:
-            restore(session, latest)
-        else:
-            start_over(session)
+        try:
+            latest = ckpt.latest_checkpoint(run_dir)
+            if latest is not None:
+                restore(session, latest)  # refuses a batch layout that changes the trajectory
+            elif layout_changed:
+                raise ConfigError(
+                    f"--{layout_changed[0]}: {run_dir} has no checkpoint yet, which would fix its "
+                    "global batch; resume it without the option, or train it anew"
+                )
+            else:
+                start_over(session)
+            if layout_changed and session.accelerator.is_main_process:
+                save_config(cfg, config_file)  # only once the checkpoint has accepted it
+        except BaseException:
+            session.release()
+            raise
         return run(session, on_step)
 
 
@@ -208,10 +225,19 @@ def start_over(s: Session) -> None:
 
 def restore(s: Session, folder: Path) -> None:
     """Load weights, optimizer, scheduler, this process's RNG states and position from checkpoint
-    ``folder`` (a ``ConfigError`` if it was written by another number of processes)."""
-    saved = ckpt.read_checkpoint(folder, s.accelerator.process_index, s.accelerator.num_processes)
+    ``folder`` (a ``ConfigError`` if this run would not continue its trajectory: another global
+    batch, or another number of processes where that matters: checkpoint.check_layout)."""
+    layout = ckpt.BatchLayout(
+        batch_size=s.cfg.train.batch_size,
+        rank_local_solve=s.cfg.method.solve_per == "microbatch" and s.engine.path != "scalarized",
+        random_draws=ckpt.random_draws(s.model),
+    )
+    rank, processes = s.accelerator.process_index, s.accelerator.num_processes
+    saved = ckpt.read_checkpoint(folder, rank, processes, layout)
     if saved.get("sharded"):  # FSDP2: model and optimizer shards through torch.distributed.checkpoint
-        ckpt.load_sharded(folder, s.model, s.optimizer)
+        ckpt.load_sharded(folder, s.model, s.optimizer)  # on any number of processes, sharded or not
+    elif s.engine.sharded:  # an unsharded checkpoint (one process, replicated) into FSDP2 shards
+        ckpt.load_full_into_sharded(s.model, s.optimizer, saved["trainable"], saved["optim"]["optimizer"])
     else:
         ckpt.load_trainable(s.model, saved["trainable"])
         s.optimizer.load_state_dict(saved["optim"]["optimizer"])
@@ -254,6 +280,7 @@ def save_checkpoint(s: Session) -> Path | None:
             "gradient_path": s.engine.path,
             "loss_scale": s.loss_scale.state_dict(),
             "processes": s.accelerator.num_processes,
+            "batch_size": s.cfg.train.batch_size,  # with processes: the global micro-batch
             "last_metrics": s.last_metrics,
             "final": s.final_evaluated,
             "wall_seconds": _wall_seconds(s),
