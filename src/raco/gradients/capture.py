@@ -21,8 +21,17 @@ During the fused forward/backward the trainable parameters are switched to ``req
 the output of every module owning trainable parameters that does not otherwise require grad (the input
 embeddings, a layer fed only by token ids) is made a graph root instead, so autograd computes
 activation gradients only: the weight gradients of the single backward pass are never formed (they are
-the k products above). With non-reentrant gradient checkpointing, hooks ignore the recomputation
-forward that runs inside backward (the original forward's tensors are the ones differentiated).
+the k products above).
+
+Where the gradients are formed: every hooked module's output passes through ``_Tap``, an identity
+autograd function whose backward receives δ and forms the module's k gradients at once (the closed
+form, or the local VJPs reduced to ``[k, *parameter shape]``), so nothing ``[tokens, ...]``-sized
+outlives the module's own backward. The tensors it needs (a Linear's input x, a generic module's
+inputs) are ``save_for_backward``-ed by the tap, i.e. autograd's saved tensors: under non-reentrant
+activation checkpointing they are dropped after the forward and recomputed inside the backward like
+every other activation of the checkpointed region (the recomputation forward applies the same taps,
+without recording, so that its saved tensors line up with the original's). The fused path's activation
+memory therefore follows checkpointing as autograd's own does.
 
 Row mapping: inside the LM head's forward (its pre-hook to its post-hook, wrappers included) inputs are
 the ``[N, ...]`` response positions whose rows the caller gave by ``set_head_rows``; elsewhere a
@@ -39,8 +48,9 @@ Parameter identity: gradients are keyed by ``id()`` of the trainable parameters 
 recording starts (for FSDP2, the sharded DTensors the optimizer steps); hooks find a module's
 parameters by attribute name, never by the tensor they meet, because FSDP2 swaps in unsharded tensors
 during forward and backward. Those are frozen by a forward pre-hook as they appear, and the modules
-re-run for their VJP after the backward are unsharded around it (``FSDPModule.unshard``). ``sink``
-receives every gradient as it is formed (the sharded reducer); by default they are summed locally.
+re-run for their VJP inside the backward, when FSDP2 has gathered their unit for its own backward.
+``sink`` receives every gradient as it is formed (the sharded reducer); by default they are summed
+locally.
 """
 
 from __future__ import annotations
@@ -96,38 +106,38 @@ def _checksum(output: Tensor) -> Tensor:
     return output.detach().double().sum()
 
 
-@contextmanager
-def _unsharded(unit: nn.Module | None) -> Iterator[None]:
-    """Gather an FSDP2 unit's parameters for the duration (a collective: every rank calls it)."""
-    if not isinstance(unit, FSDPModule):
-        yield
-        return
-    unit.unshard()
-    try:
-        yield
-    finally:
-        unit.reshard()
+GradFn = Callable[[Tensor, tuple[Tensor, ...]], None]
 
 
-def _fsdp_owners(model: nn.Module) -> dict[nn.Module, FSDPModule]:
-    """For every module inside an FSDP2 unit: the innermost unit (the one whose parameters it uses)."""
-    units = {name: m for name, m in model.named_modules() if isinstance(m, FSDPModule)}
-    owners: dict[nn.Module, FSDPModule] = {}
-    for name, module in model.named_modules():
-        inside = [u for u in units if u == "" or name == u or name.startswith(u + ".")]
-        if inside:
-            owners[module] = units[max(inside, key=len)]
-    return owners
+class _Tap(torch.autograd.Function):
+    """Identity on a module's output: ``saved`` are kept as autograd saved tensors (recomputed under
+    activation checkpointing) and ``on_grad(δ, saved)`` runs in the backward, where δ = ∂/∂output
+    arrives (None: a recomputation's tap, which only has to save what the original saved)."""
+
+    @staticmethod
+    def forward(ctx: Any, on_grad: GradFn | None, output: Tensor, *saved: Tensor) -> Tensor:
+        ctx.on_grad, ctx.n_saved = on_grad, len(saved)
+        ctx.save_for_backward(*saved)
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx: Any, delta: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.on_grad is not None:
+            ctx.on_grad(delta, ctx.saved_tensors)
+        return (None, delta) + (None,) * ctx.n_saved
 
 
-@dataclass
-class _LocalRecord:
-    module: nn.Module
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    rows: Tensor | None
-    checksum: Tensor
-    delta: Tensor | None = None
+RowIndex = Callable[[], Tensor]  # the [N] row of each flattened leading position, formed when needed
+
+
+def _split_tensors(values: tuple[Any, ...]) -> tuple[list[Tensor], list[Any]]:
+    """The tensors among ``values`` (to be saved) and the template with ``None`` in their places."""
+    tensors = [v for v in values if isinstance(v, Tensor)]
+    return tensors, [None if isinstance(v, Tensor) else v for v in values]
+
+
+def _fill(template: list[Any], tensors: Iterator[Tensor]) -> list[Any]:
+    return [next(tensors) if v is None else v for v in template]
 
 
 @dataclass
@@ -147,8 +157,8 @@ class FusedCapture:
     _head_rows: Tensor | None = None
     _in_head: bool = False
     _n_rows: int = 0
-    _locals: list[_LocalRecord] = field(default_factory=list)
-    _unmapped: list[str] = field(default_factory=list)
+    _re_running: bool = False  # inside a generic module's re-run for its VJP: hooks stand aside
+    _failures: list[str] = field(default_factory=list)
     _frozen: list[nn.Parameter] = field(default_factory=list)
     _unsharded_frozen: list[Tensor] = field(default_factory=list)  # FSDP2's gathered tensors, frozen
     _keys: dict[nn.Module, list[tuple[Slot, int]]] = field(default_factory=dict)  # trainable slots → key
@@ -162,21 +172,23 @@ class FusedCapture:
         """``u [k, R]``: u_{i,r} = ∂L_i/∂ log π(r); must be set before the backward pass."""
         self._u = u.detach()
 
-    def _rows(self, lead: torch.Size, device: torch.device) -> Tensor | None:
-        """Row index ``[N]`` of each element of a module input's flattened leading dims; None when the
-        shape cannot be mapped (fatal only if a gradient reaches that output: see ``_unmappable``)."""
+    def _rows(self, lead: torch.Size, device: torch.device) -> RowIndex | None:
+        """Row index ``[N]`` of each element of a module input's flattened leading dims (formed in the
+        backward, when needed); None when the shape cannot be mapped (fatal only if a gradient reaches
+        that output: see ``_unmappable``)."""
         if self._in_head:
-            if self._head_rows is not None and tuple(lead) == (len(self._head_rows),):
-                return self._head_rows
+            head_rows = self._head_rows
+            if head_rows is not None and tuple(lead) == (len(head_rows),):
+                return lambda: head_rows
         elif len(lead) >= 1 and lead[0] == self._n_rows:
-            per_row = int(torch.Size(lead[1:]).numel())
-            return torch.arange(self._n_rows, device=device).repeat_interleave(per_row)
+            n_rows, per_row = self._n_rows, int(torch.Size(lead[1:]).numel())
+            return lambda: torch.arange(n_rows, device=device).repeat_interleave(per_row)
         return None
 
     def _unmappable(self, module: nn.Module, lead: tuple[int, ...]) -> None:
         """A gradient reached a module output whose elements are not rows: remembered, raised by collect
         (raising inside the backward would leave autograd mid-pass)."""
-        self._unmapped.append(
+        self._failures.append(
             f"cannot map the inputs {lead} of {type(module).__name__} to rows (a module shared across "
             "rows, e.g. learned position embeddings broadcast over the batch, or tokens flattened across "
             "rows)"
@@ -197,14 +209,17 @@ class FusedCapture:
             (key for (holder, n), key in self._keys.get(module, ()) if holder is module and n == name), None
         )
 
-    def _linear_grads(self, module: nn.Linear, x: Tensor, rows: Tensor | None, delta: Tensor) -> None:
+    def _linear_grads(
+        self, module: nn.Linear, rows: RowIndex | None, delta: Tensor, saved: tuple[Tensor, ...]
+    ) -> None:
         assert self._u is not None, "set_row_weights must be called before backward"
+        (x,) = saved
         if rows is None:
             self._unmappable(module, tuple(x.shape[:-1]))
             return
-        x2 = x.reshape(-1, x.shape[-1])
+        x2 = x.detach().reshape(-1, x.shape[-1])
         d2 = delta.reshape(-1, delta.shape[-1]).to(x2.dtype)
-        w = self._u[:, rows].to(x2.dtype)  # [k, N]
+        w = self._u[:, rows()].to(x2.dtype)  # [k, N]
         weight, bias = self._key(module, "weight"), self._key(module, "bias")
         with torch.no_grad():
             if weight is not None:
@@ -233,40 +248,93 @@ class FusedCapture:
         return True
 
     def _on_embeddings_forward(self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> Any:
-        return self._as_root(output) if self._recording_forward(module) else None
+        if self._re_running or not self._recording_forward(module):
+            return None
+        return self._as_root(output)
 
     def _on_linear_forward(self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> Tensor | None:
-        if not self._recording_forward(module):
+        if self._re_running:
             return None
-        x = inputs[0].detach()
+        x = inputs[0]
+        if not self._recording_forward(module):  # a checkpoint's recomputation: save what was saved
+            return _Tap.apply(None, self._as_root(output), x)
         rows = self._rows(x.shape[:-1], x.device)
-        output = self._as_root(output)
-        output.register_hook(lambda delta: self._linear_grads(module, x, rows, delta))
-        return output
+        on_grad: GradFn = lambda delta, saved: self._linear_grads(module, rows, delta, saved)  # noqa: E731
+        return _Tap.apply(on_grad, self._as_root(output), x)
 
     def _on_local_forward(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
     ) -> Any:
-        if not self._recording_forward(module):
+        if self._re_running:
             return None
         if not isinstance(output, Tensor):
+            if not self._recording_forward(module):
+                return None
             raise FusedPathUnsupported(f"{type(module).__name__} returns {type(output).__name__}")
-        output = self._as_root(output)
-        detach = lambda v: v.detach() if isinstance(v, Tensor) else v  # noqa: E731
-        record = _LocalRecord(
-            module,
-            tuple(detach(a) for a in args),
-            {k: detach(v) for k, v in kwargs.items()},
-            self._rows(output.shape[:1], output.device),
-            _checksum(output),
-        )
-        self._locals.append(record)
-        output.register_hook(lambda delta: setattr(record, "delta", delta.detach()))
-        return output
+        names = list(kwargs)
+        tensors, template = _split_tensors((*args, *kwargs.values()))
+        if not self._recording_forward(module):
+            return _Tap.apply(None, self._as_root(output), *tensors)
+        rows, checksum, n_args = self._rows(output.shape[:1], output.device), _checksum(output), len(args)
+
+        def on_grad(delta: Tensor, saved: tuple[Tensor, ...]) -> None:
+            values = _fill(template, (t.detach() for t in saved))
+            self._local_grads(
+                module, values[:n_args], dict(zip(names, values[n_args:], strict=True)), rows, checksum, delta
+            )
+
+        return _Tap.apply(on_grad, self._as_root(output), *tensors)
+
+    def _local_grads(
+        self,
+        module: nn.Module,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        rows: RowIndex | None,
+        checksum: Tensor,
+        delta: Tensor,
+    ) -> None:
+        """k gradients of ⟨u_i δ, module(x)⟩ w.r.t. the module's own parameters, formed at once: the
+        module is re-run on its (saved or recomputed) inputs and differentiated, once per objective."""
+        assert self._u is not None, "set_row_weights must be called before backward"
+        if rows is None:
+            self._unmappable(module, tuple(delta.shape[:1]))
+            return
+        keyed = self._keys[module]
+        params = [holder._parameters[name] for (holder, name), _ in keyed]
+        k = self._u.shape[0]
+        w = self._u[:, rows()].to(delta.dtype)
+        w = w.reshape(w.shape + (1,) * (delta.dim() - 1))
+        # an FSDP2 unit itself is re-run without its hooks (FSDP2 has gathered it for its backward)
+        run = module.forward if isinstance(module, FSDPModule) else module
+        frozen = [p for p in params if p is not None and not p.requires_grad]
+        self._re_running = True
+        try:
+            for p in frozen:
+                p.requires_grad_(True)
+            with torch.enable_grad():
+                out = run(*args, **kwargs)
+                if not torch.allclose(_checksum(out), checksum, rtol=1e-6, atol=1e-30, equal_nan=True):
+                    self._failures.append(
+                        f"{type(module).__name__} gives a different output when re-run on the same "
+                        "inputs (dropout or other randomness inside it)"
+                    )
+                    return
+                per_objective = [
+                    torch.autograd.grad(out, params, delta * w[i], retain_graph=i < k - 1) for i in range(k)
+                ]
+        finally:
+            for p in frozen:
+                p.requires_grad_(False)
+            self._re_running = False
+        for j, (_, key) in enumerate(keyed):
+            self._add(key, torch.stack([g[j] for g in per_objective]))
 
     def _freeze_gathered(self, module: nn.Module, *_: Any) -> None:
         """Forward pre-hook: freeze the tensors now in ``module``'s trainable slots (FSDP2's unsharded
         parameters are not the sharded ones frozen by ``recording``), so no weight gradient is formed."""
+        if self._re_running:
+            return
         for (holder, name), _key in self._keys[module]:
             t = holder._parameters[name]
             if t is not None and t.requires_grad:
@@ -323,9 +391,9 @@ class FusedCapture:
         """Freeze trainable parameters and hook modules for one fused forward + backward."""
         self._frozen = [p for p in self.model.parameters() if p.requires_grad]
         self._unsharded_frozen = []
-        self._n_rows, self._locals, self.grads, self._head_rows, self._u = n_rows, [], {}, None, None
-        self._unmapped = []
-        self._in_head = False
+        self._n_rows, self.grads, self._head_rows, self._u = n_rows, {}, None, None
+        self._failures = []
+        self._in_head = self._re_running = False
         handles = self._hook_modules() + self._phase_hooks()
         for p in self._frozen:
             p.requires_grad_(False)
@@ -339,48 +407,9 @@ class FusedCapture:
             self._in_head = False
 
     def collect(self) -> ParamGrads:
-        """After the backward and outside ``recording()``: local VJPs of the non-Linear modules.
-
-        Returns per-parameter ``[k, *shape]`` gradients (float32), keyed by ``id(parameter)``."""
-        assert self._u is not None
-        records, self._locals = self._locals, []
-        for record in records:
-            if record.rows is None and record.delta is not None:
-                self._unmappable(record.module, tuple(record.delta.shape[:1]))
-        if self._unmapped:
-            raise FusedPathUnsupported(self._unmapped[0])
-        owners = _fsdp_owners(self.model) if records else {}
-        by_owner: dict[nn.Module | None, list[_LocalRecord]] = {}
-        for record in records:  # one unshard per FSDP2 unit, in the same order on every rank
-            if record.delta is not None:
-                by_owner.setdefault(owners.get(record.module), []).append(record)
-        for owner, group in by_owner.items():
-            with _unsharded(owner):
-                for record in group:
-                    keyed = self._keys[record.module]
-                    params = [holder._parameters[name] for (holder, name), _ in keyed]
-                    for (_, key), g in zip(keyed, self._local_vjp(record, params), strict=True):
-                        self._add(key, g)
+        """After the backward: the per-parameter ``[k, *shape]`` gradients (float32) formed during it,
+        keyed by ``id(parameter)`` (empty when a ``sink`` took them); raises what the backward found."""
+        failures, self._failures = self._failures, []
+        if failures:
+            raise FusedPathUnsupported(failures[0])
         return self.grads
-
-    def _local_vjp(self, record: _LocalRecord, params: list[Tensor]) -> list[Tensor]:
-        """k gradients of ⟨u_i δ, module(x)⟩ w.r.t. the module's own parameters, stacked per parameter."""
-        assert self._u is not None and record.delta is not None
-        k = self._u.shape[0]
-        w = self._u[:, record.rows].to(record.delta.dtype)
-        w = w.reshape(w.shape + (1,) * (record.delta.dim() - 1))
-        # an FSDP2 unit itself is re-run without its hooks (it is unsharded around this call already)
-        run = record.module.forward if isinstance(record.module, FSDPModule) else record.module
-        with torch.enable_grad():
-            out = run(*record.args, **record.kwargs)
-            again = _checksum(out)
-            if not torch.allclose(again, record.checksum, rtol=1e-6, atol=1e-30, equal_nan=True):
-                raise FusedPathUnsupported(
-                    f"{type(record.module).__name__} gives a different output when re-run on the same "
-                    "inputs (dropout or other randomness inside it)"
-                )
-            per_objective = [
-                torch.autograd.grad(out, params, record.delta * w[i], retain_graph=i < k - 1)
-                for i in range(k)
-            ]
-        return [torch.stack([g[j] for g in per_objective]) for j in range(len(params))]
