@@ -120,6 +120,12 @@ class ModelConfig:
         "flex_attention (torch's flex attention); none = transformers' own default",
         check=lambda v: None if v in ATTN_IMPLEMENTATIONS else f"is not {or_list(ATTN_IMPLEMENTATIONS)}",
     )
+    share_prompt: bool = opt(
+        False,
+        "run each pair's prompt once and continue both responses from its key/value cache (the same "
+        "log-probs; saves the prompt's share of the tokens, ~45% on Reddit summaries): the reference "
+        "and method.path plain/scalarized (not fused yet; not with gradient_checkpointing in training)",
+    )
     disable_dropout: bool = opt(
         True,
         "set the model's own dropout to 0, as TRL's DPO does (noise-free implicit rewards and reference); "

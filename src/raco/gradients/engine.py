@@ -70,6 +70,7 @@ from raco.losses.pairwise import (
     objective_losses,
     reward_sums,
 )
+from raco.losses.shared_prefix import checkpointed, shared_prefix_logps
 from raco.models.reference import NO_REFERENCE, Reference
 from raco.registry import AGGREGATORS as DECLARED
 from raco.registry import check_aggregator_options
@@ -169,6 +170,8 @@ class GradientEngine:
         bucket_bytes: size of the flat buckets per-objective gradients are reduced in.
         logprob_chunk: compute the policy's log-probs C response tokens at a time (losses/chunked.py:
             exact, memory O(C · vocabulary)); None computes them at once. Not with FSDP2.
+        share_prompt: run each pair's prompt once and continue both responses from its key/value
+            cache (losses/shared_prefix.py: exact); the plain and scalarized paths only, for now.
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class GradientEngine:
         device: torch.device | str | None = None,
         bucket_bytes: int = collectives.BUCKET_BYTES,
         logprob_chunk: int | None = None,
+        share_prompt: bool = False,
     ) -> None:
         self.objectives = tuple(objectives)
         self.k = len(self.objectives)
@@ -219,6 +223,14 @@ class GradientEngine:
                 "the head directly, outside the root unit's hooks that gather their weights"
             )
         self.logprob_chunk = logprob_chunk
+        if share_prompt and self.path not in ("plain", "scalarized"):
+            raise ValueError(
+                f"model.share_prompt needs method.path plain or scalarized for now (got {self.path}): "
+                "the fused capture does not take the prompt's shared forward yet"
+            )
+        if share_prompt and checkpointed(model):
+            raise ValueError("model.share_prompt: not with model.gradient_checkpointing (it drops the cache)")
+        self.share_prompt = share_prompt
         self._verify = verify_fused and self.path == "fused"
         self.device = torch.device(device) if device is not None else _compute_device(self.params)
         self.bucket_bytes = bucket_bytes
@@ -340,8 +352,12 @@ class GradientEngine:
     def _forward_losses(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
     ) -> tuple[PairLogps, Tensor]:
-        """One policy forward with its autograd graph; the k per-objective losses."""
-        logps, lengths = response_logps(self.model, batch, chunk_tokens=self.logprob_chunk)
+        """One policy forward with its autograd graph (the prompt once per pair with share_prompt); the k
+        per-objective losses."""
+        if self.share_prompt:
+            logps, lengths = shared_prefix_logps(self.model, batch, chunk_tokens=self.logprob_chunk)
+        else:
+            logps, lengths = response_logps(self.model, batch, chunk_tokens=self.logprob_chunk)
         pair = PairLogps.from_rows(logps, lengths, ref)
         return pair, objective_losses(pair, signs, self.objectives, counts)
 

@@ -12,6 +12,9 @@ Every reference answers ``logps(batch) -> [R]`` (sequence log-probs of the batch
   several processes the table is computed by all of them, each its block of rows, and gathered
   (:func:`shared_reference_table`); the key is checked equal across processes.
 * ``none`` — :class:`NoReference`: reference-free losses only (AMoPO, SimPO).
+
+``share_prompt`` (``model.share_prompt``) makes the adapter-disabled and frozen references (and so the
+cached table they compute) run each pair's prompt once (:func:`reference_logps`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tqdm.auto import tqdm
 
 from raco.atomic import atomic_write
 from raco.losses.logps import Batch, response_logps
+from raco.losses.shared_prefix import shared_prefix_logps
 from raco.models.offline import cache_dir
 from raco.shard import (
     any_across,
@@ -40,6 +44,16 @@ from raco.shard import (
     rounds,
     shard_range,
 )
+
+
+def reference_logps(model: nn.Module, batch: Batch, chunk_tokens: int | None, share_prompt: bool) -> Tensor:
+    """``[R]`` response log-probs of ``model`` (call under ``torch.no_grad``): ``response_logps``, or with
+    ``share_prompt`` each pair's prompt run once and both responses continued from its key/value cache
+    (``raco.losses.shared_prefix``: the same numbers, P + |y¹| + |y²| tokens per pair instead of 2P + …);
+    ``chunk_tokens`` as ``response_logps``'s."""
+    if share_prompt:
+        return shared_prefix_logps(model, batch, chunk_tokens=chunk_tokens)[0]
+    return response_logps(model, batch, chunk_tokens=chunk_tokens)[0]
 
 
 class Reference(ABC):
@@ -73,16 +87,19 @@ class AdapterReference(Reference):
 
     kind = "adapter"
 
-    def __init__(self, policy: nn.Module, chunk_tokens: int | None = None) -> None:
+    def __init__(
+        self, policy: nn.Module, chunk_tokens: int | None = None, share_prompt: bool = False
+    ) -> None:
         inner = getattr(policy, "module", policy)  # DistributedDataParallel
         if not hasattr(inner, "disable_adapter"):
             raise ValueError("an adapter-disabled reference needs a peft model (LoRA)")
         self.policy, self.chunk_tokens = policy, chunk_tokens  # chunk_tokens: see response_logps
+        self.share_prompt = share_prompt  # see reference_logps
 
     def logps(self, batch: Batch) -> Tensor:
         inner = getattr(self.policy, "module", self.policy)
         with torch.no_grad(), inner.disable_adapter():
-            return response_logps(self.policy, batch, chunk_tokens=self.chunk_tokens)[0]
+            return reference_logps(self.policy, batch, self.chunk_tokens, self.share_prompt)
 
 
 class FrozenReference(Reference):
@@ -90,12 +107,13 @@ class FrozenReference(Reference):
 
     kind = "copy"
 
-    def __init__(self, model: nn.Module, chunk_tokens: int | None = None) -> None:
+    def __init__(self, model: nn.Module, chunk_tokens: int | None = None, share_prompt: bool = False) -> None:
         self.model, self.chunk_tokens = model, chunk_tokens  # chunk_tokens: see response_logps
+        self.share_prompt = share_prompt  # see reference_logps
 
     def logps(self, batch: Batch) -> Tensor:
         with torch.no_grad():
-            return response_logps(self.model, batch, chunk_tokens=self.chunk_tokens)[0]
+            return reference_logps(self.model, batch, self.chunk_tokens, self.share_prompt)
 
     def to(self, device: torch.device | str) -> FrozenReference:
         self.model.to(device)
@@ -128,12 +146,14 @@ def resolve_reference_kind(kind: str, lora: bool, needs_reference: bool) -> str:
     return kind
 
 
-def frozen_copy(model: nn.Module, chunk_tokens: int | None = None) -> FrozenReference:
+def frozen_copy(
+    model: nn.Module, chunk_tokens: int | None = None, share_prompt: bool = False
+) -> FrozenReference:
     """A frozen, eval-mode deep copy of ``model`` as a reference."""
     reference = copy.deepcopy(model)
     reference.eval()
     reference.requires_grad_(False)
-    return FrozenReference(reference, chunk_tokens)
+    return FrozenReference(reference, chunk_tokens, share_prompt)
 
 
 def weights_fingerprint(model: nn.Module) -> str:

@@ -207,13 +207,13 @@ def _load_model(cfg: RunConfig, tokenizer, kind: str) -> tuple[nn.Module, Refere
     """The policy and its reference (``cached``: adapters off or the initial weights, until the tables
     replace it)."""
     base = prepare_base(cfg.model, cfg.lora, len(tokenizer))
-    chunk = cfg.model.logprob_chunk
-    reference: Reference = frozen_copy(base, chunk) if kind == "copy" else NO_REFERENCE
+    chunk, share = cfg.model.logprob_chunk, cfg.model.share_prompt
+    reference: Reference = frozen_copy(base, chunk, share) if kind == "copy" else NO_REFERENCE
     policy = wrap_policy(base, cfg.model, cfg.lora)
     if kind == "adapter" or (kind == "cached" and cfg.lora.enabled):
-        reference = AdapterReference(policy, chunk)
+        reference = AdapterReference(policy, chunk, share)
     elif kind == "cached":
-        reference = FrozenReference(policy, chunk)  # the policy's weights are still the initial ones
+        reference = FrozenReference(policy, chunk, share)  # the policy's weights are still the initial ones
     return policy, reference
 
 
@@ -232,6 +232,7 @@ def _cached_tables(s: Session, base_fingerprint: str) -> tuple[Reference, Refere
             "pairs": pairs_fingerprint(pairs),
             "max_length": s.cfg.data.max_length,
             "logprob_chunk": s.cfg.model.logprob_chunk,  # the same numbers up to float rounding
+            **({"share_prompt": True} if s.cfg.model.share_prompt else {}),  # as logprob_chunk
             "max_prompt_length": s.cfg.data.max_prompt_length,
             "tokenizer": [type(s.tokenizer).__name__, len(s.tokenizer)],
             "part": part,
@@ -278,6 +279,7 @@ def _engine(
             normalize=cfg.method.normalize,
             device=accelerator.device,
             logprob_chunk=cfg.model.logprob_chunk,
+            share_prompt=cfg.model.share_prompt,
         )
     except ValueError as err:
         raise ConfigError(
