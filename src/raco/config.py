@@ -254,6 +254,14 @@ class MethodConfig:
         "no Gram metrics)",
         choices=("auto", "fused", "plain", "scalarized"),
     )
+    store: str = opt(
+        "gradients",
+        "what is kept until the dual is solved: `gradients` (the k per-objective gradients, k × the "
+        "trainable parameters) or `gram` (only the k × k Gram matrix; one more backward per micro-batch "
+        "forms the update; fused path and solve_per microbatch only; for models whose k gradient copies "
+        "do not fit)",
+        choices=("gradients", "gram"),
+    )
 
 
 @dataclass

@@ -50,7 +50,10 @@ parameters by attribute name, never by the tensor they meet, because FSDP2 swaps
 during forward and backward. Those are frozen by a forward pre-hook as they appear, and the modules
 re-run for their VJP inside the backward, when FSDP2 has gathered their unit for its own backward.
 ``sink`` receives every gradient as it is formed (the sharded reducer); by default they are summed
-locally.
+locally. ``complete`` (the engine's ``store="gram"``) receives each parameter's gradient once it is
+whole: the recorded forward counts the taps that will send a piece of it (a tied embedding and head,
+a head called once per log-prob chunk), the pieces are summed until the last has arrived, then handed
+over and dropped, so that per-objective gradients never accumulate.
 """
 
 from __future__ import annotations
@@ -163,6 +166,9 @@ class FusedCapture:
     _unsharded_frozen: list[Tensor] = field(default_factory=list)  # FSDP2's gathered tensors, frozen
     _keys: dict[nn.Module, list[tuple[Slot, int]]] = field(default_factory=dict)  # trainable slots → key
     sink: Callable[[int, Tensor], None] | None = None  # receives every gradient as formed (else summed)
+    complete: Callable[[int, Tensor], None] | None = None  # else: receives each parameter's whole gradient
+    _pending: dict[int, int] = field(default_factory=dict)  # pieces each parameter still awaits
+    _partial: ParamGrads = field(default_factory=dict)  # pieces summed until the last arrives
 
     def set_head_rows(self, rows: Tensor) -> None:
         """Row index ``[N]`` of the flattened positions the LM head is about to project."""
@@ -194,9 +200,23 @@ class FusedCapture:
             "rows)"
         )
 
+    def _expect(self, keys: list[int | None]) -> None:
+        """A recorded tap will send one piece of each of ``keys``' gradients (``complete`` mode)."""
+        for key in keys:
+            if key is not None:
+                self._pending[key] = self._pending.get(key, 0) + 1
+
     def _add(self, key: int, grad: Tensor) -> None:
         grad = grad.to(torch.float32)
-        if self.sink is not None:
+        if self.complete is not None:  # a parameter used by several taps (tied, chunked head): summed first
+            if key in self._partial:
+                grad = self._partial.pop(key).add_(grad)
+            self._pending[key] -= 1
+            if self._pending[key] > 0:
+                self._partial[key] = grad
+            else:
+                self.complete(key, grad)
+        elif self.sink is not None:
             self.sink(key, grad)
         elif key in self.grads:
             self.grads[key].add_(grad)
@@ -259,6 +279,7 @@ class FusedCapture:
         if not self._recording_forward(module):  # a checkpoint's recomputation: save what was saved
             return _Tap.apply(None, self._as_root(output), x)
         rows = self._rows(x.shape[:-1], x.device)
+        self._expect([self._key(module, "weight"), self._key(module, "bias")])
         on_grad: GradFn = lambda delta, saved: self._linear_grads(module, rows, delta, saved)  # noqa: E731
         return _Tap.apply(on_grad, self._as_root(output), x)
 
@@ -276,6 +297,7 @@ class FusedCapture:
         if not self._recording_forward(module):
             return _Tap.apply(None, self._as_root(output), *tensors)
         rows, checksum, n_args = self._rows(output.shape[:1], output.device), _checksum(output), len(args)
+        self._expect([key for _, key in self._keys[module]])
 
         def on_grad(delta: Tensor, saved: tuple[Tensor, ...]) -> None:
             values = _fill(template, (t.detach() for t in saved))
@@ -392,7 +414,7 @@ class FusedCapture:
         self._frozen = [p for p in self.model.parameters() if p.requires_grad]
         self._unsharded_frozen = []
         self._n_rows, self.grads, self._head_rows, self._u = n_rows, {}, None, None
-        self._failures = []
+        self._failures, self._pending, self._partial = [], {}, {}
         self._in_head = self._re_running = False
         handles = self._hook_modules() + self._phase_hooks()
         for p in self._frozen:
@@ -408,8 +430,13 @@ class FusedCapture:
 
     def collect(self) -> ParamGrads:
         """After the backward: the per-parameter ``[k, *shape]`` gradients (float32) formed during it,
-        keyed by ``id(parameter)`` (empty when a ``sink`` took them); raises what the backward found."""
+        keyed by ``id(parameter)`` (empty when a ``sink`` or ``complete`` took them; ``complete`` is
+        given the parameters some of whose taps got no gradient now); raises what the backward found."""
         failures, self._failures = self._failures, []
         if failures:
             raise FusedPathUnsupported(failures[0])
+        partial, self._partial = self._partial, {}
+        if self.complete is not None:
+            for key, grad in partial.items():
+                self.complete(key, grad)
         return self.grads

@@ -31,6 +31,17 @@ Solving (``solve_per=``): ``"step"`` (default, Algorithm 1 as written) accumulat
 gradients over micro-batches (and ranks) and solves the dual once; ``"microbatch"`` (the authors' code)
 solves on each rank's micro-batch and sums the directions, which are then all-reduced.
 
+Storage (``store=``): ``"gradients"`` (default) keeps the k per-objective gradients ``[k, *shape]`` of
+every trainable parameter until the step is solved (k × the trainable parameters; under FSDP2 k × the
+local shards). ``"gram"`` keeps none, for models where k copies of the gradients do not fit: on the fused
+path, each parameter's k gradients are folded into H = G Gᵀ as soon as they are complete and dropped
+(gradients/capture.py ``complete``), the dual is solved on H, and a second backward of the same graph
+with row weights Σ_i a_i u_{i,r} forms the update Σ_i a_i g_i directly. Cost: one more backward pass
+(no extra forward; the activations are kept through both, or recomputed in each under checkpointing)
+forming one weighted product per parameter besides the first pass's k. Exact for
+what it solves: the dual of each micro-batch's Gram matrix, i.e. ``solve_per="microbatch"`` (required);
+that is Algorithm 1's per-step solve whenever a step is one micro-batch on one process.
+
 Distributed (docs/distributed.md): pass the *unwrapped* model, a DDP wrapper (whose ``.module`` is
 used, so DDP's own hooks never fire: no parameter accumulates a gradient), or an FSDP2 model
 (``fully_shard``, gradients/sharding.py). Replicated parameters: per-objective gradients (or
@@ -76,6 +87,7 @@ from raco.registry import AGGREGATORS as DECLARED
 from raco.registry import check_aggregator_options
 
 PATHS = ("auto", "fused", "plain", "scalarized")
+STORES = ("gradients", "gram")
 Aggregator = Callable[..., Any]
 
 
@@ -170,6 +182,8 @@ class GradientEngine:
         bucket_bytes: size of the flat buckets per-objective gradients are reduced in.
         logprob_chunk: compute the policy's log-probs C response tokens at a time (losses/chunked.py:
             exact, memory O(C · vocabulary)); None computes them at once. Not with FSDP2.
+        store: "gradients" (keep the k per-objective gradients) or "gram" (keep only H; a second
+            backward forms the update; fused path and ``solve_per="microbatch"`` only): see above.
         share_prompt: run each pair's prompt once and continue both responses from its key/value
             cache (losses/shared_prefix.py: exact); the plain and scalarized paths only, for now.
     """
@@ -190,6 +204,7 @@ class GradientEngine:
         device: torch.device | str | None = None,
         bucket_bytes: int = collectives.BUCKET_BYTES,
         logprob_chunk: int | None = None,
+        store: str = "gradients",
         share_prompt: bool = False,
     ) -> None:
         self.objectives = tuple(objectives)
@@ -223,6 +238,8 @@ class GradientEngine:
                 "the head directly, outside the root unit's hooks that gather their weights"
             )
         self.logprob_chunk = logprob_chunk
+        self.store = store
+        self._check_store()
         if share_prompt and self.path not in ("plain", "scalarized"):
             raise ValueError(
                 f"model.share_prompt needs method.path plain or scalarized for now (got {self.path}): "
@@ -231,7 +248,7 @@ class GradientEngine:
         if share_prompt and checkpointed(model):
             raise ValueError("model.share_prompt: not with model.gradient_checkpointing (it drops the cache)")
         self.share_prompt = share_prompt
-        self._verify = verify_fused and self.path == "fused"
+        self._verify = verify_fused and self.path == "fused" and store == "gradients"
         self.device = torch.device(device) if device is not None else _compute_device(self.params)
         self.bucket_bytes = bucket_bytes
         self.peak_store_bytes = 0  # the most bytes of per-objective gradients this rank held at once
@@ -240,6 +257,25 @@ class GradientEngine:
             causal_lm, causal_lm.get_output_embeddings(), causal_lm.get_input_embeddings()
         )
         self._reset()
+
+    def _check_store(self) -> None:
+        if self.store not in STORES:
+            raise ValueError(f"store must be one of {STORES}, got {self.store!r}")
+        if self.store == "gradients":
+            return
+        if self.path != "fused":
+            raise ValueError(
+                f"store 'gram' folds H from the fused path's hooks: it needs path 'fused' (or 'auto' "
+                f"with k ≥ 2), not {self.path!r}"
+            )
+        if self.solve_per != "microbatch":
+            raise ValueError(
+                "store 'gram' solves each micro-batch's dual (its gradients are gone by the end of the "
+                "step): set solve_per 'microbatch' (for one micro-batch per step on one process, the "
+                "same update as a per-step solve)"
+            )
+        if self.sharded:
+            raise ValueError("store 'gram' is not supported with FSDP2 yet (its reducer keeps the shards)")
 
     def store_bytes(self) -> int:
         """Bytes of per-objective gradients this rank holds now (``[k, *shape]``, or shards)."""
@@ -299,7 +335,7 @@ class GradientEngine:
             pair, losses = self._scalarized(batch, ref_logps, signs, counts)
         self._losses += losses.detach().to(self._losses)
         self.peak_store_bytes = max(self.peak_store_bytes, self.store_bytes())
-        if self.solve_per == "microbatch" and self.path != "scalarized":
+        if self.solve_per == "microbatch" and self.path != "scalarized" and not self._gram_only():
             self._solve_microbatch()
         return MicroBatchStats(
             losses.detach().to("cpu", torch.float64), reward_sums(pair, signs, self.objectives)
@@ -385,9 +421,15 @@ class GradientEngine:
         found = torch.autograd.grad(loss, self.params, retain_graph=retain_graph, allow_unused=True)
         return {id(p): g for p, g in zip(self.params, found, strict=True) if g is not None}
 
+    def _gram_only(self) -> bool:
+        """``store="gram"`` in force (a fallback to the plain path stores gradients again)."""
+        return self.store == "gram" and self.path == "fused"
+
     def _fused(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
     ) -> tuple[PairLogps, Tensor, gstore.ParamGrads]:
+        if self.store == "gram":
+            return self._fused_gram(batch, ref, signs, counts)
         capture = self._capture
         reducer = ShardedReducer({id(p): p for p in self.params}, self.bucket_bytes) if self.sharded else None
         capture.sink = reducer.add if reducer is not None else None
@@ -415,6 +457,49 @@ class GradientEngine:
             losses.detach(),
             self._unscaled(per_objective),
         )
+
+    def _fused_gram(
+        self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
+    ) -> tuple[PairLogps, Tensor, gstore.ParamGrads]:
+        """``store="gram"``: H = Σ_p G_p G_pᵀ folded from the hooks as each G_p is complete (nothing
+        ``[k, *shape]`` kept), the micro-batch's dual solved on it, then a second backward of the same
+        graph with row weights v_r = Σ_i a_i u_{i,r}, whose hooks form Σ_i a_i g_i = Σ_r v_r ∇ log π(r)
+        (added to the step's direction). Returns no per-objective gradients."""
+        capture = self._capture
+        parts: list[Tensor] = []
+        capture.sink = None
+        capture.complete = lambda key, g: parts.append(gstore.gram_partial({key: g}, self.k))
+        # both backward passes inside recording(): a checkpointed region recomputed in the second must
+        # apply the same taps as the forward did
+        with capture.recording(n_rows=batch["input_ids"].shape[0]):
+            try:
+                logps, lengths = response_logps(
+                    self.model, batch, on_head_rows=capture.set_head_rows, chunk_tokens=self.logprob_chunk
+                )
+                leaf = logps.detach().requires_grad_(True)
+                pair = PairLogps.from_rows(leaf, lengths, ref)
+                with torch.enable_grad():
+                    losses = objective_losses(pair, signs, self.objectives, counts)
+                    u = torch.stack(
+                        [torch.autograd.grad(losses[i], leaf, retain_graph=True)[0] for i in range(self.k)]
+                    )
+                capture.set_row_weights(u)
+                seed = torch.full_like(logps, self._scale)
+                logps.backward(seed, retain_graph=True)
+                capture.collect()
+            finally:
+                capture.complete = None
+            zero = torch.zeros(self.k, self.k, dtype=torch.float64)
+            gram = sum((part.cpu() for part in parts), zero) / self._scale**2
+            self._check_finite(gram)
+            aggregation = self._aggregate(gram)
+            capture.grads = {}
+            capture.set_row_weights((aggregation.coefficients.to(u) @ u)[None])
+            logps.backward(seed)
+            gstore.accumulate_into(self._direction, self._unscaled(capture.collect()))
+        self._micro_coefficients.append(aggregation.coefficients.to(torch.float64))
+        self._last = (gram, aggregation)
+        return PairLogps.from_rows(logps.detach(), lengths, ref), losses.detach(), {}
 
     def _scalarized(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor

@@ -279,11 +279,13 @@ def _engine(
             normalize=cfg.method.normalize,
             device=accelerator.device,
             logprob_chunk=cfg.model.logprob_chunk,
+            store=cfg.method.store,
             share_prompt=cfg.model.share_prompt,
         )
     except ValueError as err:
         raise ConfigError(
-            f"method (path: {cfg.method.path}, solve_per: {cfg.method.solve_per}): {err}"
+            f"method (path: {cfg.method.path}, solve_per: {cfg.method.solve_per}, store: "
+            f"{cfg.method.store}): {err}"
         ) from err
 
 
