@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raco.gradients.store import GRAM_BLOCK, gram_matrix, gram_partial
+from raco.gradients.store import GRAM_BLOCK, gram_matrix, gram_partial, product_dtype
 
 
 def _store(k: int, shapes: list[tuple[int, ...]], seed: int = 0) -> dict[int, torch.Tensor]:
@@ -40,3 +40,19 @@ def test_one_block_per_small_parameter_is_the_whole_product():
 
 def test_empty_store_is_zero():
     assert torch.equal(gram_matrix({}, 3), torch.zeros(3, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("block", [64, GRAM_BLOCK])
+def test_float32_block_products_summed_in_float64(block):
+    """What accelerators use (``product_dtype``): float32 products, float64 sums — within float32
+    rounding of the written-out float64 Gram, and float64 when returned."""
+    store = _store(3, [(300, 70), (1000,), (7, 9, 11)])
+    expected = _written_out(store, 3)
+    got = gram_partial(store, 3, block=block, dtype=torch.float32)
+    assert got.dtype == torch.float64
+    scale = expected.diagonal().sqrt()
+    torch.testing.assert_close(
+        got / torch.outer(scale, scale), expected / torch.outer(scale, scale), rtol=0, atol=1e-6
+    )
+    assert product_dtype(torch.device("cpu")) == torch.float64
+    assert product_dtype(torch.device("cuda")) == torch.float32

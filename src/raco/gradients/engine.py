@@ -489,8 +489,10 @@ class GradientEngine:
                 capture.collect()
             finally:
                 capture.complete = None
-            zero = torch.zeros(self.k, self.k, dtype=torch.float64)
-            gram = sum((part.cpu() for part in parts), zero) / self._scale**2
+            gram = (
+                sum(parts[1:], parts[0]).cpu() if parts else torch.zeros(self.k, self.k, dtype=torch.float64)
+            )
+            gram = gram / self._scale**2  # one host sync
             self._check_finite(gram)
             aggregation = self._aggregate(gram)
             capture.grads = {}

@@ -29,24 +29,38 @@ def accumulate_into(store: ParamGrads, grads: ParamGrads) -> None:
 
 
 GRAM_BLOCK = 1 << 20
-"""Entries per float64 block of the Gram products: the temporary is k · GRAM_BLOCK · 8 bytes (16 MiB at
+"""Entries per block of the Gram products: the temporary is at most k · GRAM_BLOCK · 8 bytes (16 MiB at
 k = 2) instead of a float64 copy of a whole parameter (4.2 GB at k = 2 for Llama-3-8B's LM head)."""
 
 
+def product_dtype(device: torch.device) -> torch.dtype:
+    """What the Gram's block products are formed in: float64 on the CPU (exact to float64 rounding, at
+    about the cost of float32 there); float32 on accelerators, whose float64 matmuls run at a small
+    fraction of the float32 rate and would need float64 copies of every block — the block products
+    are then summed in float64 (error ≲ √block · 2⁻²⁴ relative per block, ~1e-5 at most)."""
+    return torch.float64 if device.type == "cpu" else torch.float32
+
+
 def gram_partial(
-    store: ParamGrads, k: int, keys: Sequence[int] | None = None, block: int = GRAM_BLOCK
+    store: ParamGrads,
+    k: int,
+    keys: Sequence[int] | None = None,
+    block: int = GRAM_BLOCK,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Σ_p G_p G_pᵀ over the store's parameters (or ``keys``), G_p = [k, numel_p], in float64 on the
-    gradients' device (the CPU for an empty store): each G_p in column blocks of ``block`` entries,
-    every block's product formed in float64 and summed in float64, so no parameter is copied whole.
-    A parameter of at most ``block`` entries is one block (the sum of its products is as before)."""
+    gradients' device (the CPU for an empty store), without a host sync: each G_p in column blocks of
+    ``block`` entries, every block's product formed in ``dtype`` (default ``product_dtype`` of the
+    device) and summed in float64, so no parameter is copied whole. A parameter of at most ``block``
+    entries is one block (the sum of its products is as before)."""
     chosen = store.values() if keys is None else [store[key] for key in keys]
     gram: Tensor | None = None
     for g in chosen:
         flat = g.reshape(k, -1)
+        to = dtype or product_dtype(flat.device)
         for start in range(0, flat.shape[1], block):
-            part = flat[:, start : start + block].to(torch.float64)
-            product = part @ part.t()
+            part = flat[:, start : start + block].to(to)
+            product = (part @ part.t()).to(torch.float64)
             gram = product if gram is None else gram + product
     return torch.zeros(k, k, dtype=torch.float64) if gram is None else gram
 
