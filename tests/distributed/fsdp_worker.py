@@ -1,11 +1,12 @@
 """Worker of test_fsdp2: ``torchrun --nproc_per_node N fsdp_worker.py OUT CASE[,CASE...]`` (N = 1: plain
 python).
 
-A case is ``{full|lora|gpt2}-k{2|3}-gc{0|1}[-plain|-scalarized|-auto]``: a tiny Llama (full
+A case is ``{full|lora|gpt2}-k{2|3}-gc{0|1}[-plain|-scalarized|-auto|-gram]``: a tiny Llama (full
 fine-tuning, or LoRA) or GPT-2 (whose learned position embeddings the fused path cannot decompose:
 ``auto`` falls back to the plain path, on every rank together), k objectives, gradient
 checkpointing off/on, the engine's path (fused by default; scalarized with weighted-sum
-aggregation), two optimizer steps over fixed global batches, rank r taking its share of each.
+aggregation; gram: fused with ``store="gram"``, each step one micro-batch of all ranks, solved per
+micro-batch), two optimizer steps over fixed global batches, rank r taking its share of each.
 With N > 1 the policy is FSDP2-sharded (raco.gradients.sharding) and the engine keeps per-objective
 gradient shards (the fused path also checked against the plain path on its first micro-batch, as
 ``path: auto`` does); with N = 1 it is the single-process engine (the reference).
@@ -50,7 +51,9 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
 def run_case(case: str, out: Path) -> None:
     kind, k_part, gc_part, *rest = case.split("-")
     k, checkpointing = int(k_part[1:]), gc_part == "gc1"
-    path = rest[0] if rest else "fused"
+    variant = rest[0] if rest else "fused"
+    path = "fused" if variant == "gram" else variant
+    store, solve_per = ("gram", "microbatch") if variant == "gram" else ("gradients", "step")
     rank, world = (dist.get_rank(), world_size()) if world_size() > 1 else (0, 1)
     arch = "gpt2" if kind == "gpt2" else "llama"
     model = lora_model(arch, seed=0) if kind == "lora" else tiny_model(arch, seed=0)
@@ -69,13 +72,15 @@ def run_case(case: str, out: Path) -> None:
         verify_fused=world > 1,
         path=path,
         bucket_bytes=BUCKET_BYTES[k],
+        store=store,
+        solve_per=solve_per,
     )
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     record: dict = {"losses": [], "coefficients": []}
     for step in range(STEPS):
         batch = make_batch(GLOBAL_PAIRS, k, seed=100 + step)
         local = split_batch(batch, GLOBAL_PAIRS // world)[rank]
-        micro = split_batch(local, MICRO_PAIRS)
+        micro = [local] if store == "gram" else split_batch(local, MICRO_PAIRS)
         counts = engine.step_counts(micro)
         for mb in micro:
             engine.accumulate(mb, counts=counts)

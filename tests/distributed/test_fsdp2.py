@@ -3,7 +3,8 @@ reduce-scattered from the fused hooks, or by FSDP2's own backward once per objec
 path; Gram from shard-local partial sums; the update written into the sharded ``.grad``) gives the
 single-process engine's losses, coefficients and final weights (relative 1e-5), for full fine-tuning
 and LoRA, k = 2 and 3, fused and plain, gradient checkpointing off and on (and the scalarized
-weighted sum, and ``auto`` falling back to the plain path for GPT-2); each rank holds half the
+weighted sum, ``auto`` falling back to the plain path for GPT-2, and ``store="gram"``, which keeps no
+per-objective gradients: their shards are folded into H as they arrive); each rank holds half the
 per-objective gradient bytes. The single-process engine is
 verified against independent references in tests/engine."""
 
@@ -19,10 +20,11 @@ import torch
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-CHEAP = ["full-k2-gc0", "lora-k3-gc1", "lora-k2-gc0-plain"]
+CHEAP = ["full-k2-gc0", "lora-k3-gc1", "lora-k2-gc0-plain", "full-k3-gc1-gram"]
 MATRIX = [f"{kind}-k{k}-gc{gc}" for kind in ("full", "lora") for k in (2, 3) for gc in (0, 1)]
 MATRIX += [f"{kind}-k{k}-gc{gc}-plain" for kind in ("full", "lora") for k in (2, 3) for gc in (0, 1)]
 MATRIX += ["full-k2-gc0-scalarized", "lora-k3-gc1-scalarized", "gpt2-k2-gc0-auto"]
+MATRIX += ["full-k3-gc1-gram", "lora-k2-gc0-gram", "full-k2-gc0-gram"]
 REST = [case for case in MATRIX if case not in CHEAP]
 
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not available")
@@ -73,7 +75,7 @@ def check_case(out: Path, case: str) -> None:
     (alone,), halves = one["peak_store_bytes"], two["peak_store_bytes"]
     # every parameter's rows split evenly over 2 ranks for these shapes: exactly half per rank
     assert halves == [alone / 2, alone / 2]
-    assert case.endswith("scalarized") or alone > 0
+    assert (alone == 0) == case.endswith(("scalarized", "gram"))  # store "gram": no gradients kept
 
 
 @pytest.mark.parametrize("case", CHEAP)

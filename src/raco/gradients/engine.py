@@ -50,8 +50,11 @@ FSDP2-sharded parameters: each rank keeps only its k shards, reduce-scattered fr
 they are formed (gradients/sharded.py); H = all-reduce of the shard-local Σ_p G_p G_pᵀ (k × k numbers);
 Σ a_i g_i is written into the sharded ``.grad``. The plain and scalarized paths run one backward per
 objective (or one of Σ w_i L_i) through FSDP2's own hooks, which reduce-scatter into the sharded
-``.grad`` (gradients/sharded.py ``backward_shards``). Sharded models take ``solve_per="step"`` only
-(a rank-local solve needs rank-local gradients, never formed). The fused-vs-plain check of the first
+``.grad`` (gradients/sharded.py ``backward_shards``). Sharded models take ``solve_per="step"``
+(a rank-local solve needs rank-local gradients, never formed), or ``store="gram"`` with
+``solve_per="microbatch"``: each rank folds its shards into H as they arrive, H is all-reduced, and the
+second backward's update is reduce-scattered into the sharded ``.grad`` — a solve per micro-batch of all
+ranks together. The fused-vs-plain check of the first
 micro-batch is agreed on by all ranks, so they keep or leave the fused path together.
 Every tensor given to a collective lives on the compute device (gradients/collectives.py).
 """
@@ -227,10 +230,11 @@ class GradientEngine:
         self.solve_per, self.normalize = solve_per, normalize
         self.params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
         self.sharded = any(is_sharded(p) for p in self.params)
-        if self.sharded and solve_per != "step":
+        if self.sharded and solve_per != "step" and store != "gram":
             raise ValueError(
-                "an FSDP2-sharded model takes solve_per 'step': a per-micro-batch solve needs this "
-                "rank's unreduced gradients, which sharding never forms"
+                "an FSDP2-sharded model takes solve_per 'step' (or store 'gram', which solves each "
+                "micro-batch of all ranks): a per-rank solve needs this rank's unreduced gradients, "
+                "which sharding never forms"
             )
         if self.sharded and logprob_chunk:
             raise ValueError(
@@ -274,8 +278,6 @@ class GradientEngine:
                 "step): set solve_per 'microbatch' (for one micro-batch per step on one process, the "
                 "same update as a per-step solve)"
             )
-        if self.sharded:
-            raise ValueError("store 'gram' is not supported with FSDP2 yet (its reducer keeps the shards)")
 
     def store_bytes(self) -> int:
         """Bytes of per-objective gradients this rank holds now (``[k, *shape]``, or shards)."""
@@ -421,6 +423,40 @@ class GradientEngine:
         found = torch.autograd.grad(loss, self.params, retain_graph=retain_graph, allow_unused=True)
         return {id(p): g for p, g in zip(self.params, found, strict=True) if g is not None}
 
+    def _reducer(self) -> ShardedReducer | None:
+        """Under FSDP2: a reducer of this micro-batch's gradients into shards (else None)."""
+        if not self.sharded:
+            return None
+        return ShardedReducer({id(p): p for p in self.params}, self.bucket_bytes)
+
+    def _gram_folder(self) -> tuple[Callable[[int, Tensor], None], Callable[[], Tensor]]:
+        """``store="gram"``: ``(complete, gram)`` — ``complete(key, G_p)`` receives each parameter's whole
+        ``[k, *shape]`` gradient (gradients/capture.py) and folds G_p G_pᵀ into H at once; ``gram()``
+        after the backward returns H ``[k, k]`` float64 on the host (one sync). Under FSDP2, G_p is
+        reduce-scattered first and each rank folds its shard as it arrives (ShardedReducer ``consume``),
+        H being the all-reduce of the shard-local sums plus the all-reduced unsharded parameters'."""
+        parts: list[Tensor] = []
+
+        def fold(key: int, g: Tensor) -> None:
+            parts.append(gstore.gram_partial({key: g}, self.k))
+
+        def total(items: list[Tensor]) -> Tensor:
+            return sum(items[1:], items[0]) if items else torch.zeros(self.k, self.k, dtype=torch.float64)
+
+        reducer = self._reducer()
+        if reducer is None:
+            return fold, lambda: total(parts).cpu()
+        reducer.consume = fold
+
+        def gram() -> Tensor:
+            rest = reducer.finish()  # the unsharded parameters' local sums
+            shards = total(parts).to(self.device)
+            collectives.all_reduce_(shards)
+            self._all_reduce(rest, self.k, keys=reducer.replicated)
+            return shards.cpu() + gstore.gram_partial(rest, self.k).cpu()
+
+        return reducer.add, gram
+
     def _gram_only(self) -> bool:
         """``store="gram"`` in force (a fallback to the plain path stores gradients again)."""
         return self.store == "gram" and self.path == "fused"
@@ -466,9 +502,7 @@ class GradientEngine:
         graph with row weights v_r = Σ_i a_i u_{i,r}, whose hooks form Σ_i a_i g_i = Σ_r v_r ∇ log π(r)
         (added to the step's direction). Returns no per-objective gradients."""
         capture = self._capture
-        parts: list[Tensor] = []
-        capture.sink = None
-        capture.complete = lambda key, g: parts.append(gstore.gram_partial({key: g}, self.k))
+        capture.sink, (capture.complete, gram_of) = None, self._gram_folder()
         # both backward passes inside recording(): a checkpointed region recomputed in the second must
         # apply the same taps as the forward did
         with capture.recording(n_rows=batch["input_ids"].shape[0]):
@@ -489,16 +523,19 @@ class GradientEngine:
                 capture.collect()
             finally:
                 capture.complete = None
-            gram = (
-                sum(parts[1:], parts[0]).cpu() if parts else torch.zeros(self.k, self.k, dtype=torch.float64)
-            )
-            gram = gram / self._scale**2  # one host sync
+            gram = gram_of() / self._scale**2
             self._check_finite(gram)
             aggregation = self._aggregate(gram)
             capture.grads = {}
             capture.set_row_weights((aggregation.coefficients.to(u) @ u)[None])
+            reducer = self._reducer()
+            capture.sink = reducer.add if reducer is not None else None
             logps.backward(seed)
-            gstore.accumulate_into(self._direction, self._unscaled(capture.collect()))
+            direction = capture.collect()
+            if reducer is not None:
+                direction = reducer.finish()
+                self._replicated |= reducer.replicated
+            gstore.accumulate_into(self._direction, self._unscaled(direction))
         self._micro_coefficients.append(aggregation.coefficients.to(torch.float64))
         self._last = (gram, aggregation)
         return PairLogps.from_rows(logps.detach(), lengths, ref), losses.detach(), {}
@@ -561,8 +598,8 @@ class GradientEngine:
             for p, g in zip(self.params, grads, strict=True):
                 p.grad = g
             report = StepReport(coefficients=self.weights.clone(), losses=self._reduced_losses())
-        elif self.solve_per == "microbatch":
-            self._all_reduce(self._direction, rows=1)
+        elif self.solve_per == "microbatch":  # sharded (store "gram"): shards are sums over ranks already
+            self._all_reduce(self._direction, rows=1, keys=self._replicated if self.sharded else None)
             gstore.write_direction(self._direction, torch.ones(1), self.params)
             assert self._last is not None, "finish_step called before accumulate"
             report = self._report(*self._last, torch.stack(self._micro_coefficients).mean(dim=0))

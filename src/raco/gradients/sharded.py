@@ -23,7 +23,7 @@ its sharded ``.grad``; W × that is the rank's shard of the sum. One backward pe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -63,6 +63,9 @@ def local_zeros(p: Tensor) -> Tensor:
 def is_sharded(p: Tensor) -> bool:
     """Whether ``p`` is an FSDP2-sharded parameter (a DTensor)."""
     return isinstance(p, DTensor)
+
+
+IN_FLIGHT = 2  # buckets outstanding at once when shards are consumed as they arrive
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,13 @@ class ShardedReducer:
 
     ``add(key, grad)`` for every contribution (in the same order on every rank: the backward's order);
     ``finish()`` returns this micro-batch's ``{key: [k, rows, *rest]}`` shards (summed over ranks) and
-    the locally summed gradients of unsharded parameters (whose keys are in ``replicated``)."""
+    the locally summed gradients of unsharded parameters (whose keys are in ``replicated``).
+
+    With ``consume`` (the engine's ``store="gram"``), each shard is handed to ``consume(key, shard)``
+    as soon as its bucket has arrived instead of being kept, and at most ``IN_FLIGHT`` buckets are
+    outstanding (older ones are waited for when a new one is sent), so the shards never accumulate;
+    ``finish`` then returns only the unsharded parameters' sums. ``consume`` must not depend on the
+    order shards arrive in across buckets beyond the backward's (it is the same on every rank)."""
 
     params: Mapping[int, Tensor]
     bucket_bytes: int = collectives.BUCKET_BYTES
@@ -118,6 +127,7 @@ class ShardedReducer:
     _pending: list[tuple[dist.Work | None, Tensor, Tensor, _Bucket]] = field(default_factory=list)
     _out: ParamGrads = field(default_factory=dict)
     _geometry: dict[int, ShardGeometry] = field(default_factory=dict)
+    consume: Callable[[int, Tensor], None] | None = None
 
     def add(self, key: int, grad: Tensor) -> None:
         p = self.params[key]
@@ -156,20 +166,30 @@ class ShardedReducer:
         out = flat.new_empty(flat.numel() // world)
         work = collectives.reduce_scatter_(out, flat, group=bucket.entries[0][1].group, async_op=True)
         self._pending.append((work, flat, out, bucket))  # the input lives until the work is done
+        if self.consume is not None and len(self._pending) > IN_FLIGHT:
+            self._drain(len(self._pending) - IN_FLIGHT)
 
-    def finish(self) -> ParamGrads:
-        """Wait for every bucket; this rank's shards ``{key: [k, rows, *rest]}`` (and unsharded sums)."""
-        self._flush()
-        for work, _flat, out, bucket in self._pending:
+    def _drain(self, n: int) -> None:
+        """Wait for the ``n`` oldest buckets and hand out (or keep) their shards."""
+        done, self._pending = self._pending[:n], self._pending[n:]
+        for work, _flat, out, bucket in done:
             if work is not None:
                 work.wait()
             offset = 0
             for key, geometry, shape in bucket.entries:
                 k, rest = shape[0], shape[2:]
-                n = geometry.chunk * k * math.prod(rest)
-                piece = out[offset : offset + n].view(geometry.chunk, k, *rest)[: geometry.rows]
-                accumulate_into(self._out, {key: piece.transpose(0, 1).contiguous()})
-                offset += n
-        self._pending = []
+                n_entries = geometry.chunk * k * math.prod(rest)
+                piece = out[offset : offset + n_entries].view(geometry.chunk, k, *rest)[: geometry.rows]
+                shard = piece.transpose(0, 1).contiguous()
+                if self.consume is not None:
+                    self.consume(key, shard)
+                else:
+                    accumulate_into(self._out, {key: shard})
+                offset += n_entries
+
+    def finish(self) -> ParamGrads:
+        """Wait for every bucket; this rank's shards ``{key: [k, rows, *rest]}`` (and unsharded sums)."""
+        self._flush()
+        self._drain(len(self._pending))
         out, self._out = self._out, {}
         return out
