@@ -184,12 +184,9 @@ def test_engine_paths_share_the_prompt(path):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * float(w.abs().max().clamp(min=1e-6)))
 
 
-def test_engine_refuses_the_fused_path_and_checkpointing():
+def test_engine_refuses_checkpointing():
+    """(The fused path takes the shared prompt: tests/engine/test_fused_shared_prefix.py.)"""
     specs = [ObjectiveSpec("a", "dpo", 0.1), ObjectiveSpec("b", "dpo", 0.2)]
-    with pytest.raises(ValueError, match=r"share_prompt needs method.path plain or scalarized"):
-        GradientEngine(tiny_model("llama"), specs, [0.5, 0.5], path="fused", share_prompt=True)
-    with pytest.raises(ValueError, match=r"share_prompt needs method.path plain or scalarized"):
-        GradientEngine(tiny_model("llama"), specs, [0.5, 0.5], path="auto", share_prompt=True)
     model = tiny_model("llama")
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     with pytest.raises(ValueError, match=r"share_prompt: not with model.gradient_checkpointing"):
@@ -197,11 +194,11 @@ def test_engine_refuses_the_fused_path_and_checkpointing():
 
 
 def test_the_trainer_passes_the_option_to_the_reference_and_the_engine():
-    """``model.share_prompt`` reaches the frozen copy and the engine (training/session.py); with the
-    default path (fused for k = 2) the run is refused at start, naming the option."""
+    """``model.share_prompt`` reaches the frozen copy and the engine (training/session.py), on the plain
+    path and on the default one (fused for k = 2)."""
     from types import SimpleNamespace
 
-    from raco.config import ConfigError, load_config
+    from raco.config import load_config
     from raco.training.session import _engine, _load_model, objective_specs
 
     flags = {"data.train": "x", "model.share_prompt": "true", "objectives.a.loss": "dpo"}
@@ -212,5 +209,5 @@ def test_the_trainer_passes_the_option_to_the_reference_and_the_engine():
     engine = _engine(cfg, policy, objective_specs(cfg), reference, accelerator)  # type: ignore[arg-type]
     assert engine.share_prompt and engine.path == "plain"
     cfg = load_config(None, {**flags, "objectives.b.loss": "dpo"})
-    with pytest.raises(ConfigError, match=r"share_prompt needs method.path plain or scalarized"):
-        _engine(cfg, policy, objective_specs(cfg), reference, accelerator)  # type: ignore[arg-type]
+    engine = _engine(cfg, policy, objective_specs(cfg), reference, accelerator)  # type: ignore[arg-type]
+    assert engine.share_prompt and engine.path == "fused"

@@ -37,6 +37,18 @@ Row mapping: inside the LM head's forward (its pre-hook to its post-hook, wrappe
 the ``[N, ...]`` response positions whose rows the caller gave by ``set_head_rows``; elsewhere a
 module's inputs must lead with the row dimension ``[R, ...]``. Anything else is ``FusedPathUnsupported``.
 
+Shared prompt (``model.share_prompt``, losses/shared_prefix.py): a prompt activation of pair b serves
+both its rows, so its δ is δ¹_b + δ²_b mixed and no per-row weight can be applied after the fact. The
+backward is therefore seeded per row, Σ_r s_r log π(r) instead of Σ_r log π(r), and every module weighs
+its rows' pairs with p_{i,b} where u_{i,r} = p_{i,b} s_r for both rows r of pair b (``pair_seeds``):
+a prompt activation then gets p_{i,b} (s_b δ¹ + s_{B+b} δ²) = u_{i,b} δ¹ + u_{i,B+b} δ², a response
+activation p_{i,b} s_r δ^r = u_{i,r} δ^r — objective i's share, exact. It needs u_{·,b} ∥ u_{·,B+b} in
+every pair: true for losses of the margin alone (DPO, cDPO, IPO, hinge: s = (1, −1)) and for any mix of
+them, and for length-normalised losses among themselves (SimPO, AMoPO: s = (1, −n¹/n²)); a mix of the
+two is ``FusedPathUnsupported`` (the plain path shares the prompt). Rows: the prompts' forward leads
+with B pairs, the responses' with 2B rows (pair ⌊j/2⌋), the head projects positions of given pairs —
+``shared_prefix_logps`` tells ``set_rows`` and ``set_head_rows`` (``recorded_logps``).
+
 Guards (each raises ``FusedPathUnsupported``; under ``path: auto`` the engine then uses the plain path):
 every trainable parameter must belong to a hooked module (parameters held in ``ParameterDict`` /
 ``ParameterList`` containers, e.g. peft's ``lora_embedding_A`` or trainable-token deltas, belong to the
@@ -58,7 +70,7 @@ over and dropped, so that per-objective gradients never accumulate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +81,8 @@ from torch.distributed.fsdp import FSDPModule
 from torch.utils.hooks import RemovableHandle
 
 from raco.gradients.store import ParamGrads
+from raco.losses.logps import Batch, response_logps
+from raco.losses.shared_prefix import shared_prefix_logps
 
 
 class FusedPathUnsupported(RuntimeError):
@@ -147,9 +161,10 @@ def _fill(template: list[Any], tensors: Iterator[Tensor]) -> list[Any]:
 class FusedCapture:
     """Hooks a model so that one backward of Σ_r log π(r) yields ``[k, *shape]`` gradients per parameter.
 
-    Use: ``with capture.recording(n_rows): forward`` (calling ``set_head_rows`` before the LM head runs);
-    then ``capture.set_row_weights(u)`` with ``u [k, R]``; backward of ``logps.sum()``; then
-    ``capture.collect()``.
+    Use: ``with capture.recording(n_rows): forward`` (calling ``set_head_rows`` before the LM head runs;
+    ``recorded_logps``); then ``capture.set_row_weights(u)`` with ``u [k, R]``; backward of
+    ``logps.sum()``; then ``capture.collect()``. With a shared prompt: weights ``p [k, B]`` and the
+    backward of Σ_r s_r log π(r) (``row_seeds``).
     """
 
     model: nn.Module
@@ -160,6 +175,7 @@ class FusedCapture:
     _head_rows: Tensor | None = None
     _in_head: bool = False
     _n_rows: int = 0
+    _row_map: Tensor | None = None  # the weight column of each leading row (None: row r is column r)
     _re_running: bool = False  # inside a generic module's re-run for its VJP: hooks stand aside
     _failures: list[str] = field(default_factory=list)
     _frozen: list[nn.Parameter] = field(default_factory=list)
@@ -174,6 +190,12 @@ class FusedCapture:
         """Row index ``[N]`` of the flattened positions the LM head is about to project."""
         self._head_rows = rows
 
+    def set_rows(self, rows: Tensor) -> None:
+        """From now on module inputs lead with ``len(rows)`` rows, row j weighed by column ``rows[j]`` of
+        ``set_row_weights``' u (by default the ``n_rows`` of ``recording``, row r by column r); a shared
+        prompt's forwards (losses/shared_prefix.py) give the pair of each row."""
+        self._n_rows, self._row_map = len(rows), rows
+
     def set_row_weights(self, u: Tensor) -> None:
         """``u [k, R]``: u_{i,r} = ∂L_i/∂ log π(r); must be set before the backward pass."""
         self._u = u.detach()
@@ -187,7 +209,9 @@ class FusedCapture:
             if head_rows is not None and tuple(lead) == (len(head_rows),):
                 return lambda: head_rows
         elif len(lead) >= 1 and lead[0] == self._n_rows:
-            n_rows, per_row = self._n_rows, int(torch.Size(lead[1:]).numel())
+            n_rows, per_row, row_map = self._n_rows, int(torch.Size(lead[1:]).numel()), self._row_map
+            if row_map is not None:
+                return lambda: row_map.to(device).repeat_interleave(per_row)
             return lambda: torch.arange(n_rows, device=device).repeat_interleave(per_row)
         return None
 
@@ -413,7 +437,7 @@ class FusedCapture:
         """Freeze trainable parameters and hook modules for one fused forward + backward."""
         self._frozen = [p for p in self.model.parameters() if p.requires_grad]
         self._unsharded_frozen = []
-        self._n_rows, self.grads, self._head_rows, self._u = n_rows, {}, None, None
+        self._n_rows, self._row_map, self.grads, self._head_rows, self._u = n_rows, None, {}, None, None
         self._failures, self._pending, self._partial = [], {}, {}
         self._in_head = self._re_running = False
         handles = self._hook_modules() + self._phase_hooks()
@@ -440,3 +464,82 @@ class FusedCapture:
             for key, grad in partial.items():
                 self.complete(key, grad)
         return self.grads
+
+
+def recorded_logps(
+    capture: FusedCapture, model: nn.Module, batch: Batch, chunk_tokens: int | None, share_prompt: bool
+) -> tuple[Tensor, Tensor]:
+    """The policy's ``(logps [R], lengths [R])`` inside ``capture.recording``, the capture told the rows
+    of every forward: ``response_logps`` (the LM head's rows), or with ``share_prompt``
+    ``shared_prefix_logps`` (every decoder forward's and head projection's pairs; weights by pair,
+    ``row_seeds``)."""
+    if share_prompt:
+        return shared_prefix_logps(
+            model,
+            batch,
+            chunk_tokens=chunk_tokens,
+            on_pairs=capture.set_rows,
+            on_head_pairs=capture.set_head_rows,
+        )
+    return response_logps(model, batch, on_head_rows=capture.set_head_rows, chunk_tokens=chunk_tokens)
+
+
+SEED_RTOL = 1e-6  # how far (relative) a pair's rows' u may be from parallel and still share one forward
+
+
+def pair_seeds(u: Tensor, names: Sequence[str] | None = None) -> tuple[Tensor, Tensor, str | None]:
+    """``(p [k, B], s [2B], problem)`` with u_{i,b} = p_{i,b} s_b and u_{i,B+b} = p_{i,b} s_{B+b} for
+    every objective i (``u [k, 2B]``: rows b are y¹, rows B + b y² of pair b), for a backward through a
+    shared prompt (module docstring).
+
+    Per pair: i* = the objective with the largest |u| in it and r* the row where that is attained;
+    p = u_{·,r*}, s_{r*} = 1, the other row's s = u_{i*,r}/u_{i*,r*} (margin-only losses: (1, −1)
+    exactly); a pair whose u is 0 gets p = 0, s = 0. ``problem`` (else None) names the first pair whose
+    rows are not parallel, |u_{i,r} − p_{i,b} s_r| > SEED_RTOL · max_r |u_{i,r}| for some i and r
+    (e.g. a length-normalised objective beside one of the margin alone, losses/pairwise.py)."""
+    pairs = u.shape[1] // 2
+    first, second = u.double()[:, :pairs], u.double()[:, pairs:]
+    size = torch.maximum(first.abs(), second.abs())  # [k, B]
+    star, columns = size.argmax(dim=0), torch.arange(pairs, device=u.device)
+    a, b = first[star, columns], second[star, columns]
+    on_first = a.abs() >= b.abs()
+    pivot = torch.where(on_first, a, b)
+    zero = pivot == 0
+    pivot = torch.where(zero, torch.ones_like(pivot), pivot)
+    p = torch.where(on_first | zero, first, second)
+    s1, s2 = torch.where(zero, 0.0, a / pivot), torch.where(zero, 0.0, b / pivot)
+    residual = torch.maximum((first - p * s1).abs(), (second - p * s2).abs())
+    bad = (residual > SEED_RTOL * size).any(dim=0).nonzero()
+    problem = None
+    if len(bad):
+        pair = int(bad[0])
+        ratios = (second[:, pair] / first[:, pair]).tolist()
+        named = names if names is not None else [str(i) for i in range(len(ratios))]
+        sizes = size[:, pair].tolist()
+        shown = ", ".join(f"{n}: {r:.6g}" for n, r, m in zip(named, ratios, sizes, strict=True) if m > 0)
+        problem = (
+            "model.share_prompt: the objectives weigh the two responses of a pair in different ratios "
+            f"(∂L_i/∂log π(y²) ÷ ∂L_i/∂log π(y¹) in pair {pair}: {shown}; e.g. a length-normalised loss "
+            "beside one of the margin alone), so one backward through the shared prompt cannot give them "
+            "apart; the plain path shares the prompt with any losses"
+        )
+    return p.to(u.dtype), torch.cat([s1, s2]).to(u.dtype), problem
+
+
+def row_seeds(
+    u: Tensor,
+    share_prompt: bool,
+    names: Sequence[str] | None = None,
+    agree: Callable[[str | None], str | None] = lambda problem: problem,
+) -> tuple[Tensor, Tensor]:
+    """``(weights, seeds [R])``: the capture's row weights and the backward's seed per row — ``u`` and 1
+    without a shared prompt; with one, ``pair_seeds`` (weights ``[k, B]``), raising
+    ``FusedPathUnsupported`` with the problem it finds (``agree``: the problem of any process, so that
+    all of them leave the fused path together)."""
+    if not share_prompt:
+        return u, torch.ones(u.shape[1], dtype=u.dtype, device=u.device)
+    weights, seeds, problem = pair_seeds(u, names)
+    problem = agree(problem)
+    if problem is not None:
+        raise FusedPathUnsupported(problem)
+    return weights, seeds

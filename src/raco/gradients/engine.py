@@ -22,6 +22,7 @@ Paths (``path=``):
     fused micro-batch is also computed by the plain path and compared parameter by parameter
     (``verify_fused``): a model the hooks misread (a weight used outside the module holding it, rows
     reordered inside the network) is caught there, before it trains, and treated the same way.
+    With ``share_prompt`` its backward is seeded per row (gradients/capture.py, "Shared prompt").
   * ``"plain"``: one forward, then one ``autograd.grad`` per objective — the correctness reference
     (and what ``"auto"`` picks for k = 1: a single backward, without hooks).
   * ``"scalarized"``: one backward of Σ w_i L_i straight into ``.grad`` (weighted-sum methods only:
@@ -72,7 +73,7 @@ from torch import Tensor, nn
 from raco.aggregators import AGGREGATORS, min_norm
 from raco.gradients import collectives
 from raco.gradients import store as gstore
-from raco.gradients.capture import FusedCapture, FusedPathUnsupported
+from raco.gradients.capture import FusedCapture, FusedPathUnsupported, recorded_logps, row_seeds
 from raco.gradients.sharded import ShardedReducer, backward_shards, is_sharded, local_zeros
 from raco.gradients.verify import fused_mismatch, rng_state, set_rng_state
 from raco.losses.logps import Batch, response_logps, unwrap_causal_lm
@@ -188,7 +189,9 @@ class GradientEngine:
         store: "gradients" (keep the k per-objective gradients) or "gram" (keep only H; a second
             backward forms the update; fused path and ``solve_per="microbatch"`` only): see above.
         share_prompt: run each pair's prompt once and continue both responses from its key/value
-            cache (losses/shared_prefix.py: exact); the plain and scalarized paths only, for now.
+            cache (losses/shared_prefix.py: exact), on every path; the fused one seeds its backward per
+            row (gradients/capture.py ``pair_seeds``) and is ``FusedPathUnsupported`` for objectives
+            weighing a pair's responses in different ratios (then, under "auto", the plain path).
     """
 
     def __init__(
@@ -244,11 +247,6 @@ class GradientEngine:
         self.logprob_chunk = logprob_chunk
         self.store = store
         self._check_store()
-        if share_prompt and self.path not in ("plain", "scalarized"):
-            raise ValueError(
-                f"model.share_prompt needs method.path plain or scalarized for now (got {self.path}): "
-                "the fused capture does not take the prompt's shared forward yet"
-            )
         if share_prompt and checkpointed(model):
             raise ValueError("model.share_prompt: not with model.gradient_checkpointing (it drops the cache)")
         self.share_prompt = share_prompt
@@ -470,9 +468,7 @@ class GradientEngine:
         reducer = ShardedReducer({id(p): p for p in self.params}, self.bucket_bytes) if self.sharded else None
         capture.sink = reducer.add if reducer is not None else None
         with capture.recording(n_rows=batch["input_ids"].shape[0]):
-            logps, lengths = response_logps(
-                self.model, batch, on_head_rows=capture.set_head_rows, chunk_tokens=self.logprob_chunk
-            )
+            logps, lengths = recorded_logps(capture, self.model, batch, self.logprob_chunk, self.share_prompt)
             leaf = logps.detach().requires_grad_(True)
             pair = PairLogps.from_rows(leaf, lengths, ref)
             with torch.enable_grad():
@@ -480,8 +476,10 @@ class GradientEngine:
                 u = torch.stack(
                     [torch.autograd.grad(losses[i], leaf, retain_graph=True)[0] for i in range(self.k)]
                 )
+            # with a shared prompt: weights per pair and seeds per row (gradients/capture.py pair_seeds)
+            u, seed = row_seeds(u, self.share_prompt, [o.name for o in self.objectives], self._agreed)
             capture.set_row_weights(u)
-            logps.backward(torch.full_like(logps, self._scale))
+            logps.backward(seed.to(logps) * self._scale)
         try:
             per_objective = capture.collect()
         finally:  # drained even when the capture fails, on every rank alike
@@ -500,15 +498,16 @@ class GradientEngine:
         """``store="gram"``: H = Σ_p G_p G_pᵀ folded from the hooks as each G_p is complete (nothing
         ``[k, *shape]`` kept), the micro-batch's dual solved on it, then a second backward of the same
         graph with row weights v_r = Σ_i a_i u_{i,r}, whose hooks form Σ_i a_i g_i = Σ_r v_r ∇ log π(r)
-        (added to the step's direction). Returns no per-objective gradients."""
+        (added to the step's direction). Returns no per-objective gradients. With a shared prompt both
+        passes take the same per-row seeds s, with pair weights p and then Σ_i a_i p_i."""
         capture = self._capture
         capture.sink, (capture.complete, gram_of) = None, self._gram_folder()
         # both backward passes inside recording(): a checkpointed region recomputed in the second must
         # apply the same taps as the forward did
         with capture.recording(n_rows=batch["input_ids"].shape[0]):
             try:
-                logps, lengths = response_logps(
-                    self.model, batch, on_head_rows=capture.set_head_rows, chunk_tokens=self.logprob_chunk
+                logps, lengths = recorded_logps(
+                    capture, self.model, batch, self.logprob_chunk, self.share_prompt
                 )
                 leaf = logps.detach().requires_grad_(True)
                 pair = PairLogps.from_rows(leaf, lengths, ref)
@@ -517,8 +516,10 @@ class GradientEngine:
                     u = torch.stack(
                         [torch.autograd.grad(losses[i], leaf, retain_graph=True)[0] for i in range(self.k)]
                     )
+                # shared prompt: both passes weigh pairs, seeded per row (u is then p, [k, B])
+                u, seed = row_seeds(u, self.share_prompt, [o.name for o in self.objectives], self._agreed)
                 capture.set_row_weights(u)
-                seed = torch.full_like(logps, self._scale)
+                seed = seed.to(logps) * self._scale
                 logps.backward(seed, retain_graph=True)
                 capture.collect()
             finally:

@@ -22,6 +22,13 @@ follow the prompt). Refused, with a ``SharedPrefixUnsupported`` naming the model
 key/value cache (recurrent state, no ``past_key_values``), attention other than full causal (chunked,
 linear; sliding windows shorter than the batch), and gradient checkpointing with gradients (transformers
 drops the cache in checkpointed layers, which would recompute and append to it twice).
+
+Rows for the fused gradient capture (gradients/capture.py): a prompt activation serves both rows of its
+pair, so ``on_pairs`` is told, before each decoder forward, the pair of each of its leading rows (the
+prompts' forward: pair b is row b; the responses' forward: rows interleaved y¹_0, y²_0, y¹_1, …, so row
+j is pair ⌊j/2⌋), and ``on_head_pairs``, before the LM head projects, the pair of each position it
+projects (inside the forward; or per chunk with ``chunk_tokens``). The capture then weighs pairs, and
+the caller seeds the backward per row (gradients/capture.py ``pair_seeds``).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from raco.losses.chunked import ChunkedLogpsUnsupported, chunk_token_logps, head_module, head_transform
-from raco.losses.logps import Batch, _selects_positions, unwrap_causal_lm
+from raco.losses.logps import Batch, HeadHook, _selects_positions, unwrap_causal_lm
 
 FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"
@@ -162,14 +169,25 @@ def _forward(causal_lm: nn.Module, inputs: dict[str, Any], keep: Tensor, chunked
     return values, cache if cache is not None else getattr(out, "past_key_values", None)
 
 
-def _token_logps(causal_lm: nn.Module, values: Tensor, targets: Tensor, chunk_tokens: int | None) -> Tensor:
-    """``[N]`` float32 log softmax(z_n)[y_n] from logits, or from hidden states C at a time."""
+def _token_logps(
+    causal_lm: nn.Module,
+    values: Tensor,
+    targets: Tensor,
+    chunk_tokens: int | None,
+    pairs: Tensor,
+    on_head_pairs: HeadHook | None,
+) -> Tensor:
+    """``[N]`` float32 log softmax(z_n)[y_n] from logits, or from hidden states C at a time (each chunk's
+    ``pairs`` given to ``on_head_pairs`` before the head projects it)."""
     if chunk_tokens is None:
         return torch.log_softmax(values.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     head, transform = head_module(causal_lm), head_transform(causal_lm.config)
     pieces = []
     for start in range(0, values.shape[0], chunk_tokens):
-        args = (values[start : start + chunk_tokens], targets[start : start + chunk_tokens], head, transform)
+        part = slice(start, start + chunk_tokens)
+        if on_head_pairs is not None:
+            on_head_pairs(pairs[part])
+        args = (values[part], targets[part], head, transform)
         if torch.is_grad_enabled():
             pieces.append(checkpoint(chunk_token_logps, *args, use_reentrant=False))
         else:
@@ -178,11 +196,17 @@ def _token_logps(causal_lm: nn.Module, values: Tensor, targets: Tensor, chunk_to
 
 
 def shared_prefix_logps(
-    model: nn.Module, batch: Batch, chunk_tokens: int | None = None
+    model: nn.Module,
+    batch: Batch,
+    chunk_tokens: int | None = None,
+    on_pairs: HeadHook | None = None,
+    on_head_pairs: HeadHook | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(logps [2B], lengths [2B])`` equal to ``response_logps(model, batch, chunk_tokens=...)`` (module
     docstring), with each pair's prompt run once and both responses continued from its key/value cache.
-    ``chunk_tokens=C``: the LM head in chunks of C positions, recomputed in backward (losses/chunked.py)."""
+    ``chunk_tokens=C``: the LM head in chunks of C positions, recomputed in backward (losses/chunked.py).
+    ``on_pairs`` / ``on_head_pairs``: told the pair of each decoder input row / head position before
+    they run (module docstring; the fused gradient capture's row mapping)."""
     if chunk_tokens is not None and chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be ≥ 1, got {chunk_tokens}")
     causal_lm = unwrap_causal_lm(model)
@@ -203,6 +227,10 @@ def shared_prefix_logps(
         "position_ids": positions,
         "use_cache": True,
     }
+    if on_pairs is not None:
+        on_pairs(torch.arange(pairs, device=device))
+    if on_head_pairs is not None and not chunked:  # the head projects the `last` positions, row-major
+        on_head_pairs(last.nonzero(as_tuple=True)[0])
     first, cache = _forward(causal_lm, prompt_inputs, last, chunked)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         raise SharedPrefixUnsupported(
@@ -219,7 +247,9 @@ def shared_prefix_logps(
     has_first = lengths > 0  # an empty response has no first token
     rows = [torch.arange(2 * pairs, device=device)[has_first]]
     first = first.repeat_interleave(2, dim=0)[has_first]  # [2B, V] logits, or [2B, h] hidden states
-    token_logps = [_token_logps(causal_lm, first, ids[has_first, 0], chunk_tokens)]
+    token_logps = [
+        _token_logps(causal_lm, first, ids[has_first, 0], chunk_tokens, rows[0] // 2, on_head_pairs)
+    ]
     if bool(keep.any()):
         response_inputs = {
             "input_ids": ids,
@@ -228,10 +258,17 @@ def shared_prefix_logps(
             cache_argument(causal_lm) or "cache": cache,
             "use_cache": True,
         }
-        rest, _ = _forward(causal_lm, response_inputs, keep, chunked)
         rest_rows, cols = keep.nonzero(as_tuple=True)
+        if on_pairs is not None:
+            on_pairs(torch.arange(2 * pairs, device=device) // 2)
+        if on_head_pairs is not None and not chunked:
+            on_head_pairs(rest_rows // 2)
+        rest, _ = _forward(causal_lm, response_inputs, keep, chunked)
         rows.append(rest_rows)
-        token_logps.append(_token_logps(causal_lm, rest, ids[rest_rows, cols + 1], chunk_tokens))
+        targets = ids[rest_rows, cols + 1]
+        token_logps.append(
+            _token_logps(causal_lm, rest, targets, chunk_tokens, rest_rows // 2, on_head_pairs)
+        )
     interleaved = token_logps[0].new_zeros(2 * pairs).index_add(0, torch.cat(rows), torch.cat(token_logps))
     logps = torch.empty_like(interleaved).index_copy(0, order, interleaved)
     return logps, parts["response_lengths"].float()
