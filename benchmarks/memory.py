@@ -16,9 +16,10 @@ two rows of T tokens each (the first half a shared prompt, the second half the r
 so a step sees 2T tokens and N = T response positions. Reference log-probs are given to the engine
 (no reference forward inside the measured step); the optimizer step is not measured.
 
-Peak memory (CPU): the process RSS high-water mark above the RSS before the step, sampled every 2 ms
-(``PeakRSS`` of step_cost.py; the script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so
-freed tensors go back to the OS and RSS follows live memory). Columns: "peak", the whole step's
+Peak memory (CPU): the process RSS high-water mark above the RSS before the step — the kernel's own
+mark (VmHWM, reset per measured block: ``PeakRSS`` of step_cost.py), so a busy machine does not hide
+short peaks; the script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensors go
+back to the OS and RSS follows live memory. Columns: "peak", the whole step's
 (forward, backward(s), Gram, aggregation, ``.grad`` written); "act", the peak of ``accumulate`` (forward
 + backward(s)) less the gradients it forms — k × the trainable parameters for plain and fused (the
 per-objective gradients any k-gradient method holds), 1 × for the weighted sum's ``.grad`` — i.e.

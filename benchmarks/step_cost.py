@@ -7,9 +7,10 @@ on the machine penalises no variant in particular.
 Models: a random Llama (hidden 256, 4 layers, vocab 2048; full fine-tuning) and SmolLM2-135M-Instruct
 with LoRA r=8 on q/v; on a GPU also (``--model qwen3``) a random model shaped like Qwen3-0.6B (hidden
 1024, 28 layers, 16/8 heads, vocab 151936), full fine-tuning in bfloat16. On CPU, peak memory is the
-process RSS high-water mark during the step above the RSS before it (sampled every 2 ms; CPU has no
-allocator statistics; the script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed
-tensor memory goes back to the OS and RSS tracks live memory); on CUDA it is the allocator's peak.
+process RSS high-water mark during the step above the RSS before it (the kernel's VmHWM, reset per
+step; CPU has no allocator statistics; the script re-executes itself with
+``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensor memory goes back to the OS and RSS tracks live memory);
+on CUDA it is the allocator's peak.
 
     python benchmarks/step_cost.py --json benchmarks/step_cost.json                  # CPU: full + lora
     python benchmarks/step_cost.py --device cuda --dtype bfloat16 --model qwen3 lora --json gpu.json
@@ -36,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
@@ -61,9 +63,39 @@ def rss() -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+def _high_water() -> int | None:
+    """The kernel's RSS high-water mark (VmHWM) in bytes; None where /proc does not report it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_high_water() -> bool:
+    """Reset VmHWM to the current RSS (``echo 5 > /proc/self/clear_refs``, Linux ≥ 4.0); False where
+    that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 class PeakRSS:
-    """Highest RSS above the starting RSS while the block runs (background sampling); on CUDA the
-    allocator's peak above the memory allocated at the start."""
+    """Highest RSS above the starting RSS while the block runs; on CUDA the allocator's peak above the
+    memory allocated at the start.
+
+    On Linux the kernel's own high-water mark is used (VmHWM, reset at the start of the block through
+    /proc/self/clear_refs): exact, whatever the load — a sampler can miss a short peak when the machine
+    is busy. Blocks may nest: an inner block's reset first folds the mark reached so far into every
+    enclosing block's peak. Elsewhere, RSS is sampled every 2 ms in a background thread."""
+
+    _open: ClassVar[list[PeakRSS]] = []  # the blocks running now, outermost first
 
     def __enter__(self) -> PeakRSS:
         if DEVICE.type == "cuda":
@@ -71,9 +103,15 @@ class PeakRSS:
             self.start = self.peak = torch.cuda.memory_allocated()
             return self
         self.start = self.peak = rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        mark = _high_water()
+        for outer in PeakRSS._open:
+            outer.peak = max(outer.peak, mark or 0)
+        self._exact = mark is not None and _reset_high_water()
+        if not self._exact:
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        PeakRSS._open.append(self)
         return self
 
     def _sample(self) -> None:
@@ -84,8 +122,12 @@ class PeakRSS:
         if DEVICE.type == "cuda":
             self.peak = torch.cuda.max_memory_allocated()
             return
-        self._stop.set()
-        self._thread.join()
+        PeakRSS._open.remove(self)
+        if self._exact:
+            self.peak = max(self.peak, _high_water() or 0)
+        else:
+            self._stop.set()
+            self._thread.join()
         self.peak = max(self.peak, rss())
 
     @property
