@@ -124,7 +124,8 @@ class ModelConfig:
         False,
         "run each pair's prompt once and continue both responses from its key/value cache (the same "
         "log-probs; saves the prompt's share of the tokens, ~45% on Reddit summaries): the reference "
-        "and method.path plain/scalarized (not fused yet; not with gradient_checkpointing in training)",
+        "and every method.path (fused: exact when the objectives weigh a pair's responses alike, e.g. "
+        "margin-only losses; else the plain path); not with gradient_checkpointing in training",
     )
     disable_dropout: bool = opt(
         True,
