@@ -46,20 +46,24 @@ def shard_model(model: nn.Module, *, reshard_after_forward: bool = True, **fsdp:
 
 
 @contextmanager
-def gathered(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block every FSDP2-sharded parameter of ``model`` is replaced by its whole tensor
-    (``full_tensor``, a collective: call on every process), so that ``state_dict`` and
-    ``save_pretrained`` see whole weights; the sharded parameters are put back after it. The full
-    weights are held on the device for the duration (saving the final model). No-op when unsharded."""
+def gathered(model: nn.Module, keep: bool = True) -> Iterator[nn.Module]:
+    """Within the block every FSDP2-sharded parameter of ``model`` is replaced by its whole tensor, on
+    the host, where ``keep`` (the process that saves), so that ``state_dict`` and ``save_pretrained``
+    see whole weights; the sharded parameters are put back after it. Each parameter is gathered in turn
+    (``full_tensor``, a collective: call on every process, ``keep`` or not) and moved off the device at
+    once, so no process holds more than one whole parameter on its device, and the processes that do
+    not keep hold nothing whole. No-op when unsharded."""
     swapped: list[tuple[nn.Module, str, Tensor]] = []
     full: dict[int, nn.Parameter] = {}  # tied weights stay tied
     for module in model.modules():  # the same order on every process
         for name, p in list(module._parameters.items()):
             if isinstance(p, DTensor):
                 if id(p) not in full:
-                    full[id(p)] = nn.Parameter(p.full_tensor(), requires_grad=p.requires_grad)
-                module._parameters[name] = full[id(p)]
-                swapped.append((module, name, p))
+                    whole = p.full_tensor().cpu() if keep else p.full_tensor()[:0]  # the others drop it
+                    full[id(p)] = nn.Parameter(whole, requires_grad=p.requires_grad)
+                if keep:
+                    module._parameters[name] = full[id(p)]
+                    swapped.append((module, name, p))
     try:
         yield model
     finally:

@@ -600,7 +600,7 @@ def _run(s: Session, on_step: StepCallback | None, warned: WarningLog) -> TrainR
     warned.when = "saving"
     path = ckpt.latest_checkpoint(s.run_dir) if resumed_final else save_checkpoint(s)
     ckpt.fault_point("after-last-checkpoint-before-model")
-    with _no_library_progress_bars(), gathered(s.model):  # FSDP2: whole weights for save_pretrained
+    with _no_library_progress_bars(), gathered(s.model, keep=s.accelerator.is_main_process):  # FSDP2
         result = save_final(s, s.last_metrics, _wall_seconds(s))
     if s.accelerator.is_main_process:
         give_umask_modes(Path(result["model_dir"]))  # safetensors files come 0o600
