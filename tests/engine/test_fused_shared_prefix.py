@@ -82,6 +82,9 @@ CASES = {  # model, k, logprob_chunk, objectives
     "chunked-head-k3": (lambda: tiny_model("llama"), 3, 3, SPECS),
     "chunked-lora-k2": (lambda: lora_model("qwen", seed=2), 2, 4, SPECS),
     "length-normalised-k2": (lambda: tiny_model("llama"), 2, None, NORMALISED),
+    # given position ids [rows, T], GPT-2's learned position embeddings map to rows (unshared: they
+    # are broadcast over the batch, and the fused path falls back, tests/engine/test_fused.py)
+    "gpt2-k2": (lambda: tiny_model("gpt2"), 2, None, SPECS),
 }
 
 
@@ -186,3 +189,11 @@ def test_gram_store_with_the_shared_prompt(arch, micro_batches):
     torch.testing.assert_close(report.gram, want_report.gram, rtol=1e-4, atol=1e-12)
     torch.testing.assert_close(report.coefficients, want_report.coefficients, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(report.losses, want_report.losses, rtol=1e-5, atol=0)
+
+
+def test_checkpointing_is_still_refused():
+    """transformers drops the cache inside checkpointed layers: refused at start on the fused path too."""
+    model = tiny_model("llama")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    with pytest.raises(ValueError, match=r"share_prompt: not with model.gradient_checkpointing"):
+        GradientEngine(model, SPECS[:2], [0.5, 0.5], path="fused", share_prompt=True)
