@@ -230,22 +230,40 @@ class FusedCapture:
             if key is not None:
                 self._pending[key] = self._pending.get(key, 0) + 1
 
-    def _add(self, key: int, grad: Tensor) -> None:
+    def _accumulator(self, key: int) -> Tensor | None:
+        """The float32 tensor a further piece of ``key``'s gradient is summed into, when there is one
+        (the locally summed store, or ``complete`` mode's partial sum; never a ``sink``'s): a Linear
+        then accumulates its product into it in place (``baddbmm_``), forming no ``[k, *shape]``
+        temporary — e.g. per log-prob chunk into the LM head's ``[k, V, h]``."""
+        if self.complete is not None:
+            return self._partial.get(key)
+        return self.grads.get(key) if self.sink is None else None
+
+    def _add(self, key: int, grad: Tensor | None) -> None:
+        """One piece of ``key``'s gradient: ``grad``, or None when it was summed into ``_accumulator``."""
+        if grad is None:
+            if self.complete is not None:
+                self._settle(key, self._partial.pop(key))
+            return
         grad = grad.to(torch.float32)
-        if self.complete is not None:  # a parameter used by several taps (tied, chunked head): summed first
-            if key in self._partial:
-                grad = self._partial.pop(key).add_(grad)
-            self._pending[key] -= 1
-            if self._pending[key] > 0:
-                self._partial[key] = grad
-            else:
-                self.complete(key, grad)
+        if self.complete is not None:
+            self._settle(key, self._partial.pop(key).add_(grad) if key in self._partial else grad)
         elif self.sink is not None:
             self.sink(key, grad)
         elif key in self.grads:
             self.grads[key].add_(grad)
         else:
             self.grads[key] = grad
+
+    def _settle(self, key: int, grad: Tensor) -> None:
+        """``complete`` mode: the pieces of a parameter used by several taps (tied, chunked head) are
+        summed until the last has arrived; then the whole gradient goes to ``complete``."""
+        self._pending[key] -= 1
+        if self._pending[key] > 0:
+            self._partial[key] = grad
+        else:
+            assert self.complete is not None
+            self.complete(key, grad)
 
     def _key(self, module: nn.Module, name: str) -> int | None:
         """The gradient key of ``module``'s trainable parameter ``name`` (None when it has none)."""
@@ -267,11 +285,17 @@ class FusedCapture:
         weight, bias = self._key(module, "weight"), self._key(module, "bias")
         with torch.no_grad():
             if weight is not None:
+                k, n = w.shape
                 if d2.shape[1] <= x2.shape[1]:  # scale the smaller side (LoRA: rank r)
-                    g = torch.matmul((w.unsqueeze(-1) * d2).transpose(1, 2), x2)
+                    lhs, rhs = (w.unsqueeze(-1) * d2).transpose(1, 2), x2.expand(k, n, x2.shape[1])
                 else:
-                    g = torch.matmul(d2.t(), w.unsqueeze(-1) * x2)
-                self._add(weight, g)
+                    lhs, rhs = d2.t().expand(k, d2.shape[1], n), w.unsqueeze(-1) * x2
+                into = self._accumulator(weight)
+                if into is not None and into.dtype == lhs.dtype:
+                    into.baddbmm_(lhs, rhs)  # G_i += (u_i δ)ᵀ x in place
+                    self._add(weight, None)
+                else:
+                    self._add(weight, torch.bmm(lhs, rhs))
             if bias is not None:
                 self._add(bias, w @ d2)
 
