@@ -119,6 +119,25 @@ class NoisyNorm(nn.Module):
         return nn.functional.dropout(self.inner(hidden) * self.weight, 0.5, training=True)
 
 
+class InPlaceMLP(nn.Module):
+    """An MLP that scales its down-projection's output in place (the taps' outputs are views)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        mlp = self.inner
+        out = mlp.down_proj(mlp.act_fn(mlp.gate_proj(hidden)) * mlp.up_proj(hidden))
+        return out.mul_(0.5)
+
+
+def _in_place_mlp():
+    model = tiny_model("llama")
+    model.model.layers[0].mlp = InPlaceMLP(model.model.layers[0].mlp)
+    return model
+
+
 def _borrowed_head():
     model = tiny_model("llama")
     model.lm_head = BorrowedHead(model.model.embed_tokens)
@@ -142,6 +161,7 @@ GUARDS = {
     # what misleads the hooks -> the message the fused path refuses with
     "weight used outside its module": (_borrowed_head, "differ from the plain path"),
     "randomness in a re-run module": (_noisy_norm, "different output when re-run"),
+    "a hooked output modified in place": (_in_place_mlp, "modifies a hooked module's output in place"),
 }
 
 

@@ -469,6 +469,13 @@ class FusedCapture:
             p.requires_grad_(False)
         try:
             yield
+        except RuntimeError as err:
+            if "of _Tap is a view" not in str(err):
+                raise
+            raise FusedPathUnsupported(
+                "the model modifies a hooked module's output in place, which the capture's taps (views "
+                "made by an autograd function) do not allow"
+            ) from err
         finally:
             for h in handles:
                 h.remove()
