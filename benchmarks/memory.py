@@ -5,9 +5,9 @@ phase alone (``response_logps`` forward + backward) with a 128k vocabulary, toda
 logits) against chunked log-probs (``chunk_tokens``, raco/losses/chunked.py); and weighted sum vs fused
 k = 2 at a 128k vocabulary with the engine's log-probs today's and chunked.
 
-The engine has no log-prob chunk option yet: ``engine_chunking`` substitutes ``response_logps`` with
-``chunk_tokens`` bound inside gradients/engine.py for the duration. The engine table runs with chunked
-log-probs (C = 256), so that it measures what the decoder's activations and the fused capture cost
+``engine_chunking`` sets the engines built inside it to the log-prob chunk C (``GradientEngine(
+logprob_chunk=C)``, what ``model.logprob_chunk`` sets). The engine table runs with chunked log-probs
+(C = 256), so that it measures what the decoder's activations and the fused capture cost
 rather than the logits (which the 128k tables measure).
 
 Model: a random Llama shaped like Llama-3 in its ratios (hidden 256, 4 layers, MLP 3.5 × hidden,
@@ -52,7 +52,6 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_cost.py, also when loaded by a test
 
-import raco.gradients.engine as engine_module
 from raco.gradients import GradientEngine
 from raco.losses import ObjectiveSpec, response_logps
 from step_cost import PeakRSS
@@ -100,13 +99,16 @@ def pair_batch(tokens: int, vocab: int, k: int, seed: int = 0) -> dict:
 
 @contextlib.contextmanager
 def engine_chunking(chunk_tokens: int | None) -> Iterator[None]:
-    """Run the engine's log-probs with ``chunk_tokens`` (the engine has no option for it yet)."""
-    original = engine_module.response_logps
-    engine_module.response_logps = functools.partial(response_logps, chunk_tokens=chunk_tokens)
+    """Engines built inside the block compute log-probs ``chunk_tokens`` at a time (None: at once)."""
+    global ENGINE_CHUNK
+    saved, ENGINE_CHUNK = ENGINE_CHUNK, chunk_tokens
     try:
         yield
     finally:
-        engine_module.response_logps = original
+        ENGINE_CHUNK = saved
+
+
+ENGINE_CHUNK: int | None = None
 
 
 def measure(step: Callable[[], object], repeats: int) -> tuple[float, int]:
@@ -128,7 +130,14 @@ def engine_variant(model: nn.Module, path: str, k: int, batch: dict) -> tuple[Ca
     specs = [ObjectiveSpec(f"o{i}", beta=0.1) for i in range(k)]
     method, options = ("weighted_sum", None) if path == "scalarized" else ("raco", {"c": 0.4})
     engine = GradientEngine(
-        model, specs, [1.0 / k] * k, method=method, method_options=options, path=path, verify_fused=False
+        model,
+        specs,
+        [1.0 / k] * k,
+        method=method,
+        method_options=options,
+        path=path,
+        verify_fused=False,
+        logprob_chunk=ENGINE_CHUNK,
     )
     ref = torch.zeros(2)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
