@@ -141,7 +141,11 @@ def engine_variant(model: nn.Module, path: str, k: int, batch: dict) -> tuple[Ca
     )
     ref = torch.zeros(2)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    record = {"accumulate": 0, "gradients": 4 * n_params * (1 if path == "scalarized" else k)}
+    record = {
+        "accumulate": 0,
+        "gradients": 4 * n_params * (1 if path == "scalarized" else k),
+        "engine": engine,
+    }
 
     def step() -> None:
         with PeakRSS() as acc:

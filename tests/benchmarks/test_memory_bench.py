@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import raco.gradients.engine as engine_module
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,11 +36,12 @@ def test_pair_batch_is_one_pair_with_shared_prompt_and_half_responses():
     assert batch["signs"].tolist() == [[1.0, -1.0, 1.0, -1.0]]
 
 
-def test_engine_chunking_patches_and_restores():
-    original = engine_module.response_logps
+def test_engine_chunking_sets_the_engines_chunk_and_restores():
+    model = mem.llama(64, 16, 1)
     with mem.engine_chunking(16):
-        assert engine_module.response_logps.keywords == {"chunk_tokens": 16}
-    assert engine_module.response_logps is original
+        _, chunked = mem.engine_variant(model, "fused", 2, mem.pair_batch(8, vocab=64, k=2))
+    _, whole = mem.engine_variant(model, "fused", 2, mem.pair_batch(8, vocab=64, k=2))
+    assert chunked["engine"].logprob_chunk == 16 and whole["engine"].logprob_chunk is None
 
 
 def test_slopes_and_projection_by_hand():
