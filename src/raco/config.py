@@ -202,6 +202,13 @@ class DataConfig:
     max_prompt_length: int = opt(
         256, "max prompt tokens (prompts are truncated from the left)", check=_positive
     )
+    packing: bool = opt(
+        False,
+        "padding-free training micro-batches: the rows concatenated into one sequence with per-row "
+        "position ids, no padding computed (the same log-probs; checked on the first micro-batch, an "
+        "error where the model or model.attn_implementation would let rows attend to each other); not "
+        "with model.share_prompt",
+    )
 
 
 @dataclass
@@ -667,6 +674,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     cfg.log.log_with = [name for name in cfg.log.log_with if name.lower() != "none"]
     _check_trackers(cfg.log.log_with)
     check_attn_implementation(cfg.model.attn_implementation)
+    if cfg.data.packing and cfg.model.share_prompt:
+        raise ConfigError("data.packing: not with model.share_prompt (set one of them to false)")
     if cfg.data.max_prompt_length >= cfg.data.max_length:
         raise ConfigError("data.max_prompt_length: must be smaller than data.max_length")
     for note in config_notes(cfg):

@@ -35,7 +35,9 @@ memory therefore follows checkpointing as autograd's own does.
 
 Row mapping: inside the LM head's forward (its pre-hook to its post-hook, wrappers included) inputs are
 the ``[N, ...]`` response positions whose rows the caller gave by ``set_head_rows``; elsewhere a
-module's inputs must lead with the row dimension ``[R, ...]``. Anything else is ``FusedPathUnsupported``.
+module's inputs must lead with the row dimension ``[R, ...]``, or, for a packed batch (data/packing.py,
+rows concatenated into one sequence), with ``[1, N, ...]``, token n of row ``row_ids[n]``
+(``set_token_rows``). Anything else is ``FusedPathUnsupported``.
 
 Shared prompt (``model.share_prompt``, losses/shared_prefix.py): a prompt activation of pair b serves
 both its rows, so its δ is δ¹_b + δ²_b mixed and no per-row weight can be applied after the fact. The
@@ -80,6 +82,7 @@ from torch import Tensor, nn
 from torch.distributed.fsdp import FSDPModule
 from torch.utils.hooks import RemovableHandle
 
+from raco.data.packing import is_packed
 from raco.gradients.store import ParamGrads
 from raco.losses.logps import Batch, response_logps
 from raco.losses.shared_prefix import shared_prefix_logps
@@ -176,6 +179,7 @@ class FusedCapture:
     _in_head: bool = False
     _n_rows: int = 0
     _row_map: Tensor | None = None  # the weight column of each leading row (None: row r is column r)
+    _token_rows: Tensor | None = None  # a packed batch's row of each token: inputs lead with [1, N]
     _re_running: bool = False  # inside a generic module's re-run for its VJP: hooks stand aside
     _failures: list[str] = field(default_factory=list)
     _frozen: list[nn.Parameter] = field(default_factory=list)
@@ -196,6 +200,11 @@ class FusedCapture:
         prompt's forwards (losses/shared_prefix.py) give the pair of each row."""
         self._n_rows, self._row_map = len(rows), rows
 
+    def set_token_rows(self, row_ids: Tensor) -> None:
+        """A packed batch (data/packing.py): module inputs lead with ``[1, N]``, token n weighed by column
+        ``row_ids[n]`` of u (instead of leading with rows)."""
+        self._token_rows = row_ids
+
     def set_row_weights(self, u: Tensor) -> None:
         """``u [k, R]``: u_{i,r} = ∂L_i/∂ log π(r); must be set before the backward pass."""
         self._u = u.detach()
@@ -208,6 +217,11 @@ class FusedCapture:
             head_rows = self._head_rows
             if head_rows is not None and tuple(lead) == (len(head_rows),):
                 return lambda: head_rows
+        elif self._token_rows is not None:
+            token_rows = self._token_rows
+            if tuple(lead[:2]) == (1, len(token_rows)):
+                per_token = int(torch.Size(lead[2:]).numel())
+                return lambda: token_rows.to(device).repeat_interleave(per_token)
         elif len(lead) >= 1 and lead[0] == self._n_rows:
             n_rows, per_row, row_map = self._n_rows, int(torch.Size(lead[1:]).numel()), self._row_map
             if row_map is not None:
@@ -344,16 +358,31 @@ class FusedCapture:
         tensors, template = _split_tensors((*args, *kwargs.values()))
         if not self._recording_forward(module):
             return _Tap.apply(None, self._as_root(output), *tensors)
-        rows, checksum, n_args = self._rows(output.shape[:1], output.device), _checksum(output), len(args)
+        lead = self._row_lead(output)
+        rows, checksum, n_args = self._rows(output.shape[:lead], output.device), _checksum(output), len(args)
         self._expect([key for _, key in self._keys[module]])
 
         def on_grad(delta: Tensor, saved: tuple[Tensor, ...]) -> None:
             values = _fill(template, (t.detach() for t in saved))
             self._local_grads(
-                module, values[:n_args], dict(zip(names, values[n_args:], strict=True)), rows, checksum, delta
+                module,
+                values[:n_args],
+                dict(zip(names, values[n_args:], strict=True)),
+                rows,
+                checksum,
+                delta,
+                lead,
             )
 
         return _Tap.apply(on_grad, self._as_root(output), *tensors)
+
+    def _row_lead(self, output: Tensor) -> int:
+        """How many leading dimensions of a generic module's output index rows: 2 for ``[1, N, ...]``
+        of a packed batch (``set_token_rows``), else 1 (``[R, ...]``)."""
+        token_rows = self._token_rows
+        if token_rows is not None and not self._in_head and tuple(output.shape[:2]) == (1, len(token_rows)):
+            return 2
+        return 1
 
     def _local_grads(
         self,
@@ -363,9 +392,11 @@ class FusedCapture:
         rows: RowIndex | None,
         checksum: Tensor,
         delta: Tensor,
+        lead: int = 1,
     ) -> None:
         """k gradients of ⟨u_i δ, module(x)⟩ w.r.t. the module's own parameters, formed at once: the
-        module is re-run on its (saved or recomputed) inputs and differentiated, once per objective."""
+        module is re-run on its (saved or recomputed) inputs and differentiated, once per objective
+        (u indexed by the rows of δ's ``lead`` leading dimensions: ``_row_lead``)."""
         assert self._u is not None, "set_row_weights must be called before backward"
         if rows is None:
             self._unmappable(module, tuple(delta.shape[:1]))
@@ -374,7 +405,7 @@ class FusedCapture:
         params = [holder._parameters[name] for (holder, name), _ in keyed]
         k = self._u.shape[0]
         w = self._u[:, rows()].to(delta.dtype)
-        w = w.reshape(w.shape + (1,) * (delta.dim() - 1))
+        w = w.reshape(w.shape[:1] + delta.shape[:lead] + (1,) * (delta.dim() - lead))
         # an FSDP2 unit itself is re-run without its hooks (FSDP2 has gathered it for its backward)
         run = module.forward if isinstance(module, FSDPModule) else module
         frozen = [p for p in params if p is not None and not p.requires_grad]
@@ -462,6 +493,7 @@ class FusedCapture:
         self._frozen = [p for p in self.model.parameters() if p.requires_grad]
         self._unsharded_frozen = []
         self._n_rows, self._row_map, self.grads, self._head_rows, self._u = n_rows, None, {}, None, None
+        self._token_rows = None
         self._failures, self._pending, self._partial = [], {}, {}
         self._in_head = self._re_running = False
         handles = self._hook_modules() + self._phase_hooks()
@@ -501,9 +533,13 @@ def recorded_logps(
     capture: FusedCapture, model: nn.Module, batch: Batch, chunk_tokens: int | None, share_prompt: bool
 ) -> tuple[Tensor, Tensor]:
     """The policy's ``(logps [R], lengths [R])`` inside ``capture.recording``, the capture told the rows
-    of every forward: ``response_logps`` (the LM head's rows), or with ``share_prompt``
-    ``shared_prefix_logps`` (every decoder forward's and head projection's pairs; weights by pair,
-    ``row_seeds``)."""
+    of every forward: ``response_logps`` (the LM head's rows; a packed batch's ``row_ids`` for every
+    other module), or with ``share_prompt`` ``shared_prefix_logps`` (every decoder forward's and head
+    projection's pairs; weights by pair, ``row_seeds``)."""
+    if is_packed(batch):
+        if share_prompt:
+            raise ValueError("model.share_prompt: not with a packed batch (data.packing)")
+        capture.set_token_rows(batch["row_ids"])
     if share_prompt:
         return shared_prefix_logps(
             model,

@@ -58,6 +58,13 @@ second backward's update is reduce-scattered into the sharded ``.grad`` — a so
 ranks together. The fused-vs-plain check of the first
 micro-batch is agreed on by all ranks, so they keep or leave the fused path together.
 Every tensor given to a collective lives on the compute device (gradients/collectives.py).
+
+Packed micro-batches (data/packing.py: rows concatenated without padding, ``row_ids`` per token) are
+taken by every path, the fused capture mapping each token to its row. The first packed micro-batch is
+checked first (``check_packing``): its policy log-probs, and the reference's, must equal those of the
+same rows padded (no-grad forwards of both; relative tolerance 1e-4 in float32, 2e-2 otherwise), or a
+``ConfigError`` names the model type and its attention implementation: one that let packed rows attend
+to each other would otherwise train on mixed rows silently. Not with ``share_prompt``.
 """
 
 from __future__ import annotations
@@ -71,6 +78,8 @@ import torch
 from torch import Tensor, nn
 
 from raco.aggregators import AGGREGATORS, min_norm
+from raco.config_tree import ConfigError
+from raco.data.packing import is_packed, packing_problem, row_count, unpack
 from raco.gradients import collectives
 from raco.gradients import store as gstore
 from raco.gradients.capture import FusedCapture, FusedPathUnsupported, recorded_logps, row_seeds
@@ -258,6 +267,7 @@ class GradientEngine:
         self._capture = FusedCapture(
             causal_lm, causal_lm.get_output_embeddings(), causal_lm.get_input_embeddings()
         )
+        self._packing_checked = False
         self._reset()
 
     def _check_store(self) -> None:
@@ -324,6 +334,8 @@ class GradientEngine:
                 raise ValueError(
                     "a loss needs reference log-probs: give the engine a reference or accumulate ref_logps"
                 )
+        if is_packed(batch) and not self._packing_checked:
+            self.check_packing(batch)
         signs, counts = batch["signs"], torch.as_tensor(counts)
         self._scale = float(loss_scale)
         if self.path == "fused":
@@ -340,6 +352,57 @@ class GradientEngine:
         return MicroBatchStats(
             losses.detach().to("cpu", torch.float64), reward_sums(pair, signs, self.objectives)
         )
+
+    def check_packing(self, packed: Batch) -> None:
+        """Refuse packed batches the model cannot honour (module docstring): ``share_prompt``, a forward
+        without ``position_ids``, or packed log-probs (the policy's and the reference's) that differ from
+        the padded ones — a ``ConfigError`` naming the model type, ``model.attn_implementation`` and
+        ``data.packing``. Run once, on the first packed micro-batch (no gradient; random state kept)."""
+        causal_lm = unwrap_causal_lm(self.model)
+        model_type = getattr(causal_lm.config, "model_type", type(causal_lm).__name__)
+        attn = getattr(causal_lm.config, "_attn_implementation", None)
+        where = f"data.packing: model type {model_type!r} with model.attn_implementation {attn!r}"
+        if self.share_prompt:
+            raise ConfigError("data.packing: not with model.share_prompt (set one of them to false)")
+        problem = packing_problem(causal_lm)
+        if problem is None:
+            problem = self._agreed(self._packing_mismatch(packed))
+        if problem is not None:
+            raise ConfigError(
+                f"{where}: {problem}; its rows would attend to each other. Set data.packing: false or "
+                "another model.attn_implementation (sdpa, eager and flash_attention_2 keep packed rows apart)"
+            )
+        self._packing_checked = True
+
+    def _packing_mismatch(self, packed: Batch) -> str | None:
+        """Where the packed log-probs (the policy's, then the reference's) first differ from the padded
+        ones; None where they agree."""
+        padded = unpack(packed)
+        rtol = 1e-4 if self._exact_dtype() else 2e-2
+        rng, training = rng_state(), self.model.training
+        self.model.eval()  # dropout would make the two forwards differ
+        try:
+            with torch.no_grad():
+                sources: list[tuple[str, Callable[[Batch], Tensor | None]]] = [
+                    ("policy", lambda b: response_logps(self.model, b, chunk_tokens=self.logprob_chunk)[0]),
+                    ("reference", self.reference.logps),
+                ]
+                for name, logps in sources:
+                    got, want = logps(packed), logps(padded)
+                    if got is None or want is None:
+                        continue
+                    error = (got.float() - want.float()).abs() / want.float().abs().clamp(min=1.0)
+                    if bool((error > rtol).any()):
+                        row = int(error.argmax())
+                        return (
+                            f"the {name}'s log-probs of a packed micro-batch differ from those of the same "
+                            f"rows padded (row {row}: {float(got[row]):.6g} vs {float(want[row]):.6g}, "
+                            f"relative {float(error[row]):.2g} > {rtol:g})"
+                        )
+        finally:
+            self.model.train(training)
+            set_rng_state(rng)
+        return None
 
     def _fused_or_fallback(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
@@ -391,6 +454,8 @@ class GradientEngine:
         """One policy forward with its autograd graph (the prompt once per pair with share_prompt); the k
         per-objective losses."""
         if self.share_prompt:
+            if is_packed(batch):
+                raise ValueError("model.share_prompt: not with a packed batch (data.packing)")
             logps, lengths = shared_prefix_logps(self.model, batch, chunk_tokens=self.logprob_chunk)
         else:
             logps, lengths = response_logps(self.model, batch, chunk_tokens=self.logprob_chunk)
@@ -467,7 +532,7 @@ class GradientEngine:
         capture = self._capture
         reducer = ShardedReducer({id(p): p for p in self.params}, self.bucket_bytes) if self.sharded else None
         capture.sink = reducer.add if reducer is not None else None
-        with capture.recording(n_rows=batch["input_ids"].shape[0]):
+        with capture.recording(n_rows=row_count(batch)):
             logps, lengths = recorded_logps(capture, self.model, batch, self.logprob_chunk, self.share_prompt)
             leaf = logps.detach().requires_grad_(True)
             pair = PairLogps.from_rows(leaf, lengths, ref)
@@ -504,7 +569,7 @@ class GradientEngine:
         capture.sink, (capture.complete, gram_of) = None, self._gram_folder()
         # both backward passes inside recording(): a checkpointed region recomputed in the second must
         # apply the same taps as the forward did
-        with capture.recording(n_rows=batch["input_ids"].shape[0]):
+        with capture.recording(n_rows=row_count(batch)):
             try:
                 logps, lengths = recorded_logps(
                     capture, self.model, batch, self.logprob_chunk, self.share_prompt

@@ -37,7 +37,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from raco.losses.logps import Batch, HeadHook, logit_positions, unwrap_causal_lm
+from raco.data.packing import forward_inputs
+from raco.losses.logps import Batch, HeadHook, kept_rows, logit_positions, unwrap_causal_lm
 
 Transform = Callable[[Tensor], Tensor]
 
@@ -182,12 +183,13 @@ def head_module(causal_lm: nn.Module) -> nn.Module:
 
 
 def final_hidden(causal_lm: nn.Module, batch: Batch) -> Tensor:
-    """``[R, T, h]`` final hidden states of the decoder (``base_model_prefix``; final norm included)."""
+    """``[R, T, h]`` final hidden states of the decoder (``base_model_prefix``; final norm included);
+    ``[1, N, h]`` for a packed batch (data/packing.py)."""
     prefix = getattr(causal_lm, "base_model_prefix", "")
     body = getattr(causal_lm, prefix, None) if prefix else None
     if not isinstance(body, nn.Module) or body is causal_lm:
         raise ChunkedLogpsUnsupported(f"{type(causal_lm).__name__} has no decoder module to run alone")
-    out = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    out = body(**forward_inputs(batch))
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     if hidden.dim() != 3 or hidden.shape[:2] != batch["input_ids"].shape:
         raise ChunkedLogpsUnsupported(
@@ -225,8 +227,7 @@ def chunked_response_logps(
     transform = head_transform(causal_lm.config)
     head = head_module(causal_lm)
     keep = logit_positions(batch["response_mask"])
-    rows, cols = keep.nonzero(as_tuple=True)
-    targets = batch["input_ids"][rows, cols + 1]
+    rows, targets, lengths = kept_rows(batch, keep)  # a packed batch's rows from its row_ids
     hidden = final_hidden(causal_lm, batch)[keep]  # [N, h], row-major as the model's own logits
     pieces = []
     for start in range(0, hidden.shape[0], chunk_tokens):
@@ -239,5 +240,5 @@ def chunked_response_logps(
         else:
             pieces.append(chunk_token_logps(*args))
     token_logps = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
-    logps = token_logps.new_zeros(keep.shape[0]).index_add(0, rows, token_logps)
-    return logps, keep.sum(dim=1).float()
+    logps = token_logps.new_zeros(len(lengths)).index_add(0, rows, token_logps)
+    return logps, lengths

@@ -6,6 +6,11 @@ For row r with tokens t_0..t_{T-1} and response mask m (True exactly at response
 
 where z_{r,t-1} are the logits at position t−1 (next-token prediction). Lengths |y_r| = Σ_t m_{r,t}.
 Gathering is done in float32 whatever the model dtype (as TRL and torchtune do).
+
+Packed batches (data/packing.py: one row ``[1, N]`` of concatenated rows, ``row_ids [N]``, per-row
+``position_ids``, no attention mask) give the same per-row numbers: the kept positions t − 1 of response
+tokens t never cross a row boundary (a row's first token is never a response token), and each kept
+position's log-prob is added to row ``row_ids[t − 1]``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from raco.data.packing import forward_inputs, is_packed, row_count
 
 Batch = Mapping[str, Any]
 HeadHook = Callable[[Tensor], None]
@@ -70,7 +77,7 @@ def kept_logits(causal_lm: nn.Module, batch: Batch, keep: Tensor) -> Tensor:
     ``logits_to_keep=keep`` makes it project only the kept hidden states through the LM head (as TRL's
     DPO does), so nothing ``[R, T, V]``-sized is formed. Models without ``logits_to_keep`` give full
     logits, then indexed."""
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    inputs = forward_inputs(batch)
     if _selects_positions(type(causal_lm)):  # type: ignore[arg-type]  # mypy: type[Any] (torch unread) is not Hashable
         logits = causal_lm(**inputs, logits_to_keep=keep).logits
     else:
@@ -85,6 +92,19 @@ def kept_logits(causal_lm: nn.Module, batch: Batch, keep: Tensor) -> Tensor:
     return logits
 
 
+def kept_rows(batch: Batch, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(rows [N], targets [N], lengths [R] float32)`` of the ``keep`` positions (``logit_positions``)
+    in row-major order: the row each belongs to (a packed batch's ``row_ids``), the token it predicts
+    (the next one), and the response length |y_r| of every row."""
+    lead, cols = keep.nonzero(as_tuple=True)
+    targets = batch["input_ids"][lead, cols + 1]
+    if not is_packed(batch):
+        return lead, targets, keep.sum(dim=1).float()
+    rows = batch["row_ids"][cols]
+    lengths = torch.zeros(row_count(batch), dtype=torch.float32, device=rows.device)
+    return rows, targets, lengths.index_add_(0, rows, torch.ones_like(rows, dtype=torch.float32))
+
+
 def response_logps(
     model: nn.Module,
     batch: Batch,
@@ -96,7 +116,7 @@ def response_logps(
     The logits are the model's own (``kept_logits``), computed only at the N positions whose next token
     is a response token: hidden states ``h[r, t-1]`` for every ``m[r, t]``. ``on_head_rows`` (if given)
     receives the ``[N]`` row index of those positions before the forward (the fused gradient path maps
-    the LM head's inputs to rows with it).
+    the LM head's inputs to rows with it). ``batch`` may be padded or packed (module docstring).
 
     ``chunk_tokens=C`` runs ``raco.losses.chunked.chunked_response_logps`` instead: the same numbers
     (to float32 rounding) with logits formed for C positions at a time and recomputed in the backward,
@@ -109,14 +129,12 @@ def response_logps(
         return chunked_response_logps(model, batch, chunk_tokens, on_head_rows)
     causal_lm = unwrap_causal_lm(model)
     keep = logit_positions(batch["response_mask"])
-    rows, cols = keep.nonzero(as_tuple=True)
+    rows, targets, lengths = kept_rows(batch, keep)
     if on_head_rows is not None:
         on_head_rows(rows)
     logits = kept_logits(causal_lm, batch, keep).float()
-    targets = batch["input_ids"][rows, cols + 1]
     token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    n_rows = batch["input_ids"].shape[0]
-    logps = torch.zeros(n_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(
+    logps = torch.zeros(len(lengths), dtype=token_logps.dtype, device=token_logps.device).index_add(
         0, rows, token_logps
     )
-    return logps, keep.sum(dim=1).float()
+    return logps, lengths

@@ -14,7 +14,9 @@ Every reference answers ``logps(batch) -> [R]`` (sequence log-probs of the batch
 * ``none`` — :class:`NoReference`: reference-free losses only (AMoPO, SimPO).
 
 ``share_prompt`` (``model.share_prompt``) makes the adapter-disabled and frozen references (and so the
-cached table they compute) run each pair's prompt once (:func:`reference_logps`).
+cached table they compute) run each pair's prompt once (:func:`reference_logps`). Every kind takes
+packed batches (data/packing.py; the cached table is always computed from padded ones, looked up by
+``row_index``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from raco.atomic import atomic_write
+from raco.data.packing import is_packed
 from raco.losses.logps import Batch, response_logps
 from raco.losses.shared_prefix import shared_prefix_logps
 from raco.models.offline import cache_dir
@@ -50,8 +53,11 @@ def reference_logps(model: nn.Module, batch: Batch, chunk_tokens: int | None, sh
     """``[R]`` response log-probs of ``model`` (call under ``torch.no_grad``): ``response_logps``, or with
     ``share_prompt`` each pair's prompt run once and both responses continued from its key/value cache
     (``raco.losses.shared_prefix``: the same numbers, P + |y¹| + |y²| tokens per pair instead of 2P + …);
-    ``chunk_tokens`` as ``response_logps``'s."""
+    ``chunk_tokens`` as ``response_logps``'s. A packed ``batch`` (data/packing.py) gives the same numbers
+    as padded; not with ``share_prompt``."""
     if share_prompt:
+        if is_packed(batch):
+            raise ValueError("model.share_prompt: not with a packed batch (data.packing)")
         return shared_prefix_logps(model, batch, chunk_tokens=chunk_tokens)[0]
     return response_logps(model, batch, chunk_tokens=chunk_tokens)[0]
 

@@ -41,6 +41,7 @@ from transformers.utils import logging as hf_logging
 
 from raco.atomic import give_umask_modes
 from raco.config import ConfigError, RunConfig, canonical_key, config_from_tree, load_config, save_config
+from raco.data.packing import pack, real_tokens
 from raco.gradients import MicroBatchStats, NonFiniteGradientError
 from raco.gradients.sharding import gathered
 from raco.gradients.store import all_reduce_sum
@@ -324,7 +325,7 @@ def _step_totals(
     same decision at the same step (a checkpoint's collectives would hang if only one did)."""
     k = len(s.specs)
     losses = sum((m.losses for m in micro), torch.zeros(k, dtype=torch.float64))
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    tokens = sum(real_tokens(b) for b in batches)
     rewards = sum((m.reward_sums for m in micro), torch.zeros(k, len(REWARD_SUMS), dtype=torch.float64))
     head = torch.cat([losses, torch.tensor([tokens, float(stop), float(oom)], dtype=torch.float64)])
     flat = torch.cat([head, rewards.flatten()]).to(s.accelerator.device)  # collectives: on the device
@@ -382,7 +383,7 @@ def train_step(s: Session, interrupted: bool = False) -> dict[str, float]:
     the step's all-reduce, with the step left undone."""
     started = time.perf_counter()
     pairs = step_micro_batches(s.data.train, s.plan, s.step, s.cfg.train.seed, s.accelerator.process_index)
-    batches = [s.to_device(s.collator(mb)) for mb in pairs]
+    batches = [s.to_device(pack(s.collator(mb)) if s.cfg.data.packing else s.collator(mb)) for mb in pairs]
     counts = s.engine.step_counts(batches)
     micro: list[MicroBatchStats] = []
     out_of_memory = None

@@ -30,8 +30,10 @@ from raco.config import (
     to_dict,
 )
 from raco.data.collate import PairCollator
+from raco.data.packing import packing_problem
 from raco.gradients import GradientEngine
 from raco.losses import ObjectiveSpec
+from raco.losses.logps import unwrap_causal_lm
 from raco.models.loading import load_tokenizer, prepare_base, wrap_policy
 from raco.models.reference import (
     NO_REFERENCE,
@@ -257,6 +259,19 @@ def _cached_tables(s: Session, base_fingerprint: str) -> tuple[Reference, Refere
     return table(s.data.train, "train"), table(s.data.eval, "eval") if s.data.eval else NO_REFERENCE
 
 
+def check_packing_model(model: nn.Module, cfg: RunConfig) -> None:
+    """``data.packing`` up front: a ``ConfigError`` for a model whose forward cannot tell packed rows apart
+    (no ``position_ids``); the engine checks the numbers on the first packed micro-batch."""
+    causal_lm = unwrap_causal_lm(model)
+    problem = packing_problem(causal_lm)
+    if problem is not None:
+        model_type = getattr(causal_lm.config, "model_type", type(causal_lm).__name__)
+        raise ConfigError(
+            f"data.packing: model type {model_type!r} with model.attn_implementation "
+            f"{cfg.model.attn_implementation!r}: {problem}; set data.packing: false"
+        )
+
+
 def _engine(
     cfg: RunConfig,
     model: nn.Module,
@@ -304,6 +319,8 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
     specs = objective_specs(cfg)
     kind = reference_kind(cfg, specs)
     model, reference = _load_model(cfg, tokenizer, kind)
+    if cfg.data.packing:
+        check_packing_model(model, cfg)
     fingerprint = weights_fingerprint(model) if kind == "cached" else ""
     model = distribute(accelerator, model, mode)
     reference = distribute_reference(accelerator, reference, mode)
