@@ -57,12 +57,13 @@ from raco.losses import ObjectiveSpec, response_logps
 from step_cost import PeakRSS
 
 LLAMA3_8B = {"hidden": 4096, "layers": 32, "vocab": 128256, "tokens": 2048}
-VARIANTS = (  # name, engine path, k
+VARIANTS = (  # name, engine path ("gram": fused with store "gram"), k
     ("weighted_sum", "scalarized", 2),
     ("plain", "plain", 2),
     ("fused", "fused", 2),
     ("plain", "plain", 4),
     ("fused", "fused", 4),
+    ("gram", "gram", 4),
 )
 
 
@@ -126,7 +127,9 @@ def measure(step: Callable[[], object], repeats: int) -> tuple[float, int]:
 def engine_variant(model: nn.Module, path: str, k: int, batch: dict) -> tuple[Callable[[], None], dict]:
     """One engine step (accumulate + finish_step) and what it records: ``accumulate`` (peak RSS delta
     of the forward + backward(s), the per-objective gradients formed) and ``gradients`` (their bytes:
-    k × trainable parameters, or 1 × for the weighted sum's ``.grad``)."""
+    k × trainable parameters, or 1 × for the weighted sum's ``.grad`` and ``store="gram"``'s direction).
+    ``path="gram"``: the fused path keeping no per-objective gradients (solved per micro-batch)."""
+    gram = path == "gram"
     specs = [ObjectiveSpec(f"o{i}", beta=0.1) for i in range(k)]
     method, options = ("weighted_sum", None) if path == "scalarized" else ("raco", {"c": 0.4})
     engine = GradientEngine(
@@ -135,15 +138,17 @@ def engine_variant(model: nn.Module, path: str, k: int, batch: dict) -> tuple[Ca
         [1.0 / k] * k,
         method=method,
         method_options=options,
-        path=path,
+        path="fused" if gram else path,
         verify_fused=False,
         logprob_chunk=ENGINE_CHUNK,
+        store="gram" if gram else "gradients",
+        solve_per="microbatch" if gram else "step",
     )
     ref = torch.zeros(2)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     record = {
         "accumulate": 0,
-        "gradients": 4 * n_params * (1 if path == "scalarized" else k),
+        "gradients": 4 * n_params * (1 if path in ("scalarized", "gram") else k),
         "engine": engine,
     }
 

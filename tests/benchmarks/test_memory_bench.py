@@ -107,11 +107,11 @@ def test_quick_run(tmp_path):
     )
     result = json.loads(out.read_text())
     variants = {r["variant"] for r in result["engine"]}
-    assert variants == {"weighted_sum", "plain_k2", "fused_k2", "plain_k4", "fused_k4"}
+    assert variants == {"weighted_sum", "plain_k2", "fused_k2", "plain_k4", "fused_k4", "gram_k4"}
     assert {r["checkpointing"] for r in result["engine"]} == {False, True}
     for row in result["engine"] + result["logprobs"]:  # activation differences may be < 0 at this size
         assert all(math.isfinite(v) for v in row.values() if isinstance(v, float))
     assert all(r["bytes_per_token"] >= 0 and r["seconds"] > 0 for r in result["engine"])
     assert len(result["logprobs"]) == 2 and "logprobs_full_copies" in result["llama3_8b"]
-    assert len(result["slopes"]) == 10 and len(result["big_vocab"]) == 4 and len(result["depth"]) == 10
+    assert len(result["slopes"]) == 12 and len(result["big_vocab"]) == 4 and len(result["depth"]) == 12
     assert {r["layers"] for r in result["depth"]} == {1}
