@@ -625,6 +625,14 @@ def config_notes(cfg: RunConfig) -> list[str]:
             "they did not steer (use "
             f"{or_list([m for m in METHOD_NAMES if _plan_of(m).uses_weights])} for weighted training)"
         )
+    if cfg.data.packing and cfg.model.attn_implementation in (None, "sdpa", "eager"):
+        notes.append(
+            f"data.packing with model.attn_implementation {cfg.model.attn_implementation or 'default'}: "
+            "attention runs over the whole packed sequence of N tokens with a block-diagonal N × N mask "
+            "(about 2B times the padded attention work and an N²-sized mask); the tokens saved are the "
+            "linear layers' only; flash_attention_2/3 (per-row lengths) compute each row's attention "
+            "alone (benchmarks/RESULTS.md, packing)"
+        )
     return notes
 
 

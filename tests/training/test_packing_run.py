@@ -83,3 +83,11 @@ def test_a_run_whose_attention_mixes_packed_rows_stops_with_a_config_error(tiny_
 def test_packing_is_refused_with_a_shared_prompt(tiny_config):
     with pytest.raises(ConfigError, match=r"data\.packing: not with model\.share_prompt"):
         setup(from_dict(tiny_config(**{"data.packing": True, "model.share_prompt": True})))
+
+
+def test_packing_with_a_dense_mask_attention_is_noted(tiny_config):
+    from raco.config import config_notes
+
+    notes = config_notes(from_dict(tiny_config(**{"data.packing": True})))
+    assert any("data.packing with model.attn_implementation sdpa" in n and "N × N" in n for n in notes)
+    assert not any("data.packing" in n for n in config_notes(from_dict(tiny_config())))
