@@ -108,6 +108,11 @@ def assert_same_grads(got, want):
         torch.testing.assert_close(got[name] / scale, g / scale, rtol=0, atol=2e-5, msg=name)
 
 
+def checkpointed(model):
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.train()
+
+
 CASES = {  # model, k, logprob_chunk
     "full-k2": (lambda: tiny_model("llama"), 2, None),
     "full-k3": (lambda: tiny_model("llama", seed=1), 3, None),
@@ -118,6 +123,7 @@ CASES = {  # model, k, logprob_chunk
     "chunked-lora-k2": (lambda: lora_model("qwen", seed=2), 2, 4),
     # packed position ids map GPT-2's learned position embeddings to tokens, hence rows
     "gpt2-k2": (lambda: tiny_model("gpt2"), 2, None),
+    "checkpointing-lora-k3": (lambda: checkpointed(lora_model("llama")), 3, None),
 }
 
 
@@ -231,3 +237,17 @@ def test_packing_is_refused_with_a_shared_prompt_and_for_a_forward_without_posit
 
     assert "position_ids" in (packing_problem(NoPositions()) or "")
     assert packing_problem(model) is None and packing_problem(model.model) is None
+
+
+@pytest.mark.parametrize("kind", ["copy", "adapter", "cached"])
+def test_every_reference_kind_gives_a_packed_batch_the_padded_numbers(kind):
+    from raco.models.reference import AdapterReference, CachedReference, frozen_copy
+
+    batch = make_batch(3, 2, seed=7)
+    if kind == "copy":
+        reference = frozen_copy(tiny_model("llama"))
+    elif kind == "adapter":
+        reference = AdapterReference(lora_model("llama"))
+    else:
+        reference = CachedReference(torch.randn(3, 2))
+    torch.testing.assert_close(reference.logps(pack(batch)), reference.logps(batch), rtol=1e-5, atol=1e-5)
