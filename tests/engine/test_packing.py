@@ -211,6 +211,19 @@ def test_an_attention_that_mixes_packed_rows_is_an_error_naming_it(mixing_attent
     assert all(p.grad is None for p in model.parameters())  # refused before anything was formed
 
 
+def test_the_check_runs_in_float32_under_autocast(mixing_attention):
+    """Mixed precision (float32 weights, bfloat16 autocast): the check leaves autocast and compares at
+    float32's tolerance (1e-4), so mixing that moves a random model's log-probs by less than bfloat16's
+    noise is still caught."""
+    model = tiny_model("llama")
+    model.config._attn_implementation = mixing_attention
+    engine = GradientEngine(model, SPECS[:2], [0.5, 0.5], method="weighted_sum")
+    batch = pack(make_batch(4, 2, seed=3))
+    at_float32 = r"row_mixing.*> 0\.0001"
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ConfigError, match=at_float32):
+        engine.accumulate(batch, counts=engine.step_counts([batch]), ref_logps=_ref(8))
+
+
 def test_the_reference_is_checked_too(mixing_attention):
     """A policy that honours packed rows beside a reference (a frozen copy) that does not."""
     from raco.models.reference import frozen_copy

@@ -62,15 +62,17 @@ Every tensor given to a collective lives on the compute device (gradients/collec
 Packed micro-batches (data/packing.py: rows concatenated without padding, ``row_ids`` per token) are
 taken by every path, the fused capture mapping each token to its row. The first packed micro-batch is
 checked first (``check_packing``): its policy log-probs, and the reference's, must equal those of the
-same rows padded (no-grad forwards of both; relative tolerance 1e-4 in float32, 2e-2 otherwise), or a
-``ConfigError`` names the model type and its attention implementation: one that let packed rows attend
-to each other would otherwise train on mixed rows silently. Not with ``share_prompt``.
+same rows padded (no-grad forwards of both; relative 1e-4 with float32 weights, computed without
+autocast, 1e-3 with bfloat16/float16 weights), or a ``ConfigError`` names the model type and its
+attention implementation: one that let packed rows attend to each other would otherwise train on mixed
+rows silently. Not with ``share_prompt``.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +102,8 @@ from raco.registry import AGGREGATORS as DECLARED
 from raco.registry import check_aggregator_options
 
 PATHS = ("auto", "fused", "plain", "scalarized")
+PACKED_RTOL = 1e-4  # packed vs padded log-probs, float32 weights (compared without autocast)
+PACKED_RTOL_LOW_PRECISION = 1e-3  # bfloat16/float16 weights (tiny-random in bfloat16: 1.4e-5 apart)
 STORES = ("gradients", "gram")
 Aggregator = Callable[..., Any]
 
@@ -378,11 +382,14 @@ class GradientEngine:
         """Where the packed log-probs (the policy's, then the reference's) first differ from the padded
         ones; None where they agree."""
         padded = unpack(packed)
-        rtol = 1e-4 if self._exact_dtype() else 2e-2
+        # float32 weights: compared in float32 (autocast off), where packed and padded agree to ~1e-6
+        exact = all(p.dtype == torch.float32 for p in self.model.parameters())
+        rtol = PACKED_RTOL if exact else PACKED_RTOL_LOW_PRECISION
+        device = packed["input_ids"].device.type
         rng, training = rng_state(), self.model.training
         self.model.eval()  # dropout would make the two forwards differ
         try:
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(device, enabled=False) if exact else nullcontext():
                 sources: list[tuple[str, Callable[[Batch], Tensor | None]]] = [
                     ("policy", lambda b: response_logps(self.model, b, chunk_tokens=self.logprob_chunk)[0]),
                     ("reference", self.reference.logps),
