@@ -15,7 +15,7 @@ import torch
 from engine_fixtures import lora_model, make_batch, split_batch, tiny_model
 
 from raco.gradients import FusedPathUnsupported, GradientEngine
-from raco.gradients.capture import pair_seeds
+from raco.gradients.rows import pair_seeds
 from raco.losses import ObjectiveSpec, response_logps
 from raco.losses.pairwise import PairLogps, objective_losses
 

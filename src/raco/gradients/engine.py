@@ -84,7 +84,8 @@ from raco.config_tree import ConfigError
 from raco.data.packing import is_packed, packing_problem, row_count, unpack
 from raco.gradients import collectives
 from raco.gradients import store as gstore
-from raco.gradients.capture import FusedCapture, FusedPathUnsupported, recorded_logps, row_seeds
+from raco.gradients.capture import FusedCapture, FusedPathUnsupported
+from raco.gradients.rows import recorded_logps, row_seeds
 from raco.gradients.sharded import ShardedReducer, backward_shards, is_sharded, local_zeros
 from raco.gradients.verify import fused_mismatch, rng_state, set_rng_state
 from raco.losses.logps import Batch, response_logps, unwrap_causal_lm
@@ -203,7 +204,7 @@ class GradientEngine:
             backward forms the update; fused path and ``solve_per="microbatch"`` only): see above.
         share_prompt: run each pair's prompt once and continue both responses from its key/value
             cache (losses/shared_prefix.py: exact), on every path; the fused one seeds its backward per
-            row (gradients/capture.py ``pair_seeds``) and is ``FusedPathUnsupported`` for objectives
+            row (gradients/rows.py ``pair_seeds``) and is ``FusedPathUnsupported`` for objectives
             weighing a pair's responses in different ratios (then, under "auto", the plain path).
     """
 
@@ -531,27 +532,38 @@ class GradientEngine:
         """``store="gram"`` in force (a fallback to the plain path stores gradients again)."""
         return self.store == "gram" and self.path == "fused"
 
+    def _recorded_forward(
+        self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Inside ``recording``: the policy's forward with the capture told its rows, the k losses, and
+        the capture's row weights u_{i,r} = ∂L_i/∂ log π(r) (with a shared prompt: pair weights, and
+        per-row seeds, gradients/rows.py). Returns ``(logps, lengths, losses, seed)``, the backward's
+        seed per row already multiplied by the loss scale."""
+        logps, lengths = recorded_logps(
+            self._capture, self.model, batch, self.logprob_chunk, self.share_prompt
+        )
+        leaf = logps.detach().requires_grad_(True)
+        pair = PairLogps.from_rows(leaf, lengths, ref)
+        with torch.enable_grad():
+            losses = objective_losses(pair, signs, self.objectives, counts)
+            u = torch.stack(
+                [torch.autograd.grad(losses[i], leaf, retain_graph=True)[0] for i in range(self.k)]
+            )
+        u, seed = row_seeds(u, self.share_prompt, [o.name for o in self.objectives], self._agreed)
+        self._capture.set_row_weights(u)
+        return logps, lengths, losses, seed.to(logps) * self._scale
+
     def _fused(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
     ) -> tuple[PairLogps, Tensor, gstore.ParamGrads]:
         if self.store == "gram":
             return self._fused_gram(batch, ref, signs, counts)
         capture = self._capture
-        reducer = ShardedReducer({id(p): p for p in self.params}, self.bucket_bytes) if self.sharded else None
+        reducer = self._reducer()
         capture.sink = reducer.add if reducer is not None else None
         with capture.recording(n_rows=row_count(batch)):
-            logps, lengths = recorded_logps(capture, self.model, batch, self.logprob_chunk, self.share_prompt)
-            leaf = logps.detach().requires_grad_(True)
-            pair = PairLogps.from_rows(leaf, lengths, ref)
-            with torch.enable_grad():
-                losses = objective_losses(pair, signs, self.objectives, counts)
-                u = torch.stack(
-                    [torch.autograd.grad(losses[i], leaf, retain_graph=True)[0] for i in range(self.k)]
-                )
-            # with a shared prompt: weights per pair and seeds per row (gradients/capture.py pair_seeds)
-            u, seed = row_seeds(u, self.share_prompt, [o.name for o in self.objectives], self._agreed)
-            capture.set_row_weights(u)
-            logps.backward(seed.to(logps) * self._scale)
+            logps, lengths, losses, seed = self._recorded_forward(batch, ref, signs, counts)
+            logps.backward(seed)
         try:
             per_objective = capture.collect()
         finally:  # drained even when the capture fails, on every rank alike
@@ -578,20 +590,8 @@ class GradientEngine:
         # apply the same taps as the forward did
         with capture.recording(n_rows=row_count(batch)):
             try:
-                logps, lengths = recorded_logps(
-                    capture, self.model, batch, self.logprob_chunk, self.share_prompt
-                )
-                leaf = logps.detach().requires_grad_(True)
-                pair = PairLogps.from_rows(leaf, lengths, ref)
-                with torch.enable_grad():
-                    losses = objective_losses(pair, signs, self.objectives, counts)
-                    u = torch.stack(
-                        [torch.autograd.grad(losses[i], leaf, retain_graph=True)[0] for i in range(self.k)]
-                    )
-                # shared prompt: both passes weigh pairs, seeded per row (u is then p, [k, B])
-                u, seed = row_seeds(u, self.share_prompt, [o.name for o in self.objectives], self._agreed)
-                capture.set_row_weights(u)
-                seed = seed.to(logps) * self._scale
+                logps, lengths, losses, seed = self._recorded_forward(batch, ref, signs, counts)
+                u = capture.row_weights  # shared prompt: both passes weigh pairs, seeded per row
                 logps.backward(seed, retain_graph=True)
                 capture.collect()
             finally:

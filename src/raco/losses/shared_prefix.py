@@ -28,7 +28,7 @@ pair, so ``on_pairs`` is told, before each decoder forward, the pair of each of 
 prompts' forward: pair b is row b; the responses' forward: rows interleaved y¹_0, y²_0, y¹_1, …, so row
 j is pair ⌊j/2⌋), and ``on_head_pairs``, before the LM head projects, the pair of each position it
 projects (inside the forward; or per chunk with ``chunk_tokens``). The capture then weighs pairs, and
-the caller seeds the backward per row (gradients/capture.py ``pair_seeds``).
+the caller seeds the backward per row (gradients/rows.py ``pair_seeds``).
 """
 
 from __future__ import annotations
