@@ -210,6 +210,31 @@ def _is_fsdp_root(module: nn.Module) -> bool:
     return isinstance(module, FSDPModule)
 
 
+def chunks_token_logps(
+    causal_lm: nn.Module,
+    hidden: Tensor,
+    targets: Tensor,
+    chunk_tokens: int,
+    rows: Tensor,
+    on_head_rows: HeadHook | None = None,
+) -> Tensor:
+    """``[N]`` float32 log softmax(z_n)[y_n] of final hidden states ``[N, h]``, C = ``chunk_tokens`` at
+    a time: each chunk's ``rows`` given to ``on_head_rows`` before the head projects it, projected and
+    reduced by ``chunk_token_logps`` (under non-reentrant checkpointing when gradients are on)."""
+    head, transform = head_module(causal_lm), head_transform(causal_lm.config)
+    pieces = []
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        part = slice(start, start + chunk_tokens)
+        if on_head_rows is not None:
+            on_head_rows(rows[part])
+        args = (hidden[part], targets[part], head, transform)
+        if torch.is_grad_enabled():
+            pieces.append(checkpoint(chunk_token_logps, *args, use_reentrant=False))
+        else:
+            pieces.append(chunk_token_logps(*args))
+    return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+
+
 def chunked_response_logps(
     model: nn.Module, batch: Batch, chunk_tokens: int, on_head_rows: HeadHook | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -224,21 +249,9 @@ def chunked_response_logps(
             "chunked log-probs call the decoder and the head directly, around the FSDP2 root unit's "
             "hooks: use chunk_tokens=None with an FSDP2-sharded model"
         )
-    transform = head_transform(causal_lm.config)
-    head = head_module(causal_lm)
     keep = logit_positions(batch["response_mask"])
     rows, targets, lengths = kept_rows(batch, keep)  # a packed batch's rows from its row_ids
     hidden = final_hidden(causal_lm, batch)[keep]  # [N, h], row-major as the model's own logits
-    pieces = []
-    for start in range(0, hidden.shape[0], chunk_tokens):
-        part = slice(start, start + chunk_tokens)
-        if on_head_rows is not None:
-            on_head_rows(rows[part])
-        args = (hidden[part], targets[part], head, transform)
-        if torch.is_grad_enabled():
-            pieces.append(checkpoint(chunk_token_logps, *args, use_reentrant=False))
-        else:
-            pieces.append(chunk_token_logps(*args))
-    token_logps = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+    token_logps = chunks_token_logps(causal_lm, hidden, targets, chunk_tokens, rows, on_head_rows)
     logps = token_logps.new_zeros(len(lengths)).index_add(0, rows, token_logps)
     return logps, lengths

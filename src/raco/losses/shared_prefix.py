@@ -38,9 +38,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from raco.losses.chunked import ChunkedLogpsUnsupported, chunk_token_logps, head_module, head_transform
+from raco.losses.chunked import ChunkedLogpsUnsupported, chunks_token_logps
 from raco.losses.logps import Batch, HeadHook, _selects_positions, unwrap_causal_lm
 
 FULL_ATTENTION = "full_attention"
@@ -181,18 +180,7 @@ def _token_logps(
     ``pairs`` given to ``on_head_pairs`` before the head projects it)."""
     if chunk_tokens is None:
         return torch.log_softmax(values.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    head, transform = head_module(causal_lm), head_transform(causal_lm.config)
-    pieces = []
-    for start in range(0, values.shape[0], chunk_tokens):
-        part = slice(start, start + chunk_tokens)
-        if on_head_pairs is not None:
-            on_head_pairs(pairs[part])
-        args = (values[part], targets[part], head, transform)
-        if torch.is_grad_enabled():
-            pieces.append(checkpoint(chunk_token_logps, *args, use_reentrant=False))
-        else:
-            pieces.append(chunk_token_logps(*args))
-    return torch.cat(pieces) if pieces else values.new_zeros(0, dtype=torch.float32)
+    return chunks_token_logps(causal_lm, values, targets, chunk_tokens, pairs, on_head_pairs)
 
 
 def shared_prefix_logps(
