@@ -102,3 +102,70 @@ def split_batch(batch: dict[str, Tensor], size: int) -> list[dict[str, Tensor]]:
         mb["row_index"] = batch["row_index"][idx]
         out.append(mb)
     return out
+
+
+def checkpointed(model: nn.Module) -> nn.Module:
+    """``model`` with non-reentrant gradient checkpointing on, in training mode."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.train()
+
+
+def ref_logps(rows: int, seed: int = 5) -> Tensor:
+    """Fixed reference log-probs for ``rows`` rows (around −20, like real responses')."""
+    return torch.randn(rows, generator=torch.Generator().manual_seed(seed)) - 20
+
+
+def per_objective_grads(model, batch, specs, ref, logps) -> dict[str, Tensor]:
+    """The independent reference: ``{name: [k, *shape]}`` from one ``autograd.grad`` per objective, no
+    hooks, on the log-probs ``logps(model, batch)`` → (logps, lengths) gives."""
+    from raco.losses.pairwise import PairLogps, objective_losses
+
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    row_logps, lengths = logps(model, batch)
+    counts = torch.full((len(specs),), float(batch["signs"].shape[0]))
+    losses = objective_losses(PairLogps.from_rows(row_logps, lengths, ref), batch["signs"], specs, counts)
+    per_objective = [
+        torch.autograd.grad(losses[i], list(params.values()), retain_graph=True, allow_unused=True)
+        for i in range(len(specs))
+    ]
+    return {
+        name: torch.stack([g[j] if g[j] is not None else torch.zeros_like(p) for g in per_objective])
+        for j, (name, p) in enumerate(params.items())
+    }
+
+
+def assert_same_grads(got: dict[str, Tensor], want: dict[str, Tensor], floor: float = 1e-6) -> None:
+    """Same parameters, same shapes, every entry within 2e-5 of its parameter's largest |entry| (at least
+    ``floor``): float32 rounding of two orders of summation (tests/engine/test_fused.py's tolerance)."""
+    assert set(got) == set(want)
+    for name, g in want.items():
+        assert got[name].shape == g.shape, name
+        scale = g.abs().max().clamp(min=floor)
+        torch.testing.assert_close(got[name] / scale, g / scale, rtol=0, atol=2e-5, msg=name)
+
+
+def raco_step(model, batches, specs, weights, *, store, path, **engine_options):
+    """One RACO step (c = 0.4, solving per micro-batch) over ``batches`` with fixed random reference
+    log-probs: ``(report, {name: .grad}, engine)``."""
+    from raco.gradients import GradientEngine
+
+    engine = GradientEngine(
+        model,
+        specs,
+        weights,
+        method="raco",
+        method_options={"c": 0.4},
+        path=path,
+        solve_per="microbatch",
+        store=store,
+        verify_fused=False,
+        **engine_options,
+    )
+    counts = engine.step_counts(batches)
+    g = torch.Generator().manual_seed(11)
+    for mb in batches:
+        rows = mb["signs"].shape[0] * 2
+        engine.accumulate(mb, counts=counts, ref_logps=torch.randn(rows, generator=g) - 20)
+    report = engine.finish_step()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return report, grads, engine

@@ -12,12 +12,20 @@ import warnings
 
 import pytest
 import torch
-from engine_fixtures import lora_model, make_batch, split_batch, tiny_model
+from engine_fixtures import (
+    assert_same_grads,
+    lora_model,
+    make_batch,
+    per_objective_grads,
+    raco_step,
+    ref_logps,
+    split_batch,
+    tiny_model,
+)
 
 from raco.gradients import FusedPathUnsupported, GradientEngine
 from raco.gradients.rows import pair_seeds
 from raco.losses import ObjectiveSpec, response_logps
-from raco.losses.pairwise import PairLogps, objective_losses
 
 SPECS = [
     ObjectiveSpec("dpo", "dpo", beta=0.2),
@@ -28,24 +36,9 @@ NORMALISED = [ObjectiveSpec("simpo", "simpo", beta=2.0, gamma=0.3), ObjectiveSpe
 MIXED = [ObjectiveSpec("dpo", "dpo", beta=0.2), ObjectiveSpec("simpo", "simpo", beta=2.0)]
 
 
-def _ref(rows: int) -> torch.Tensor:
-    return torch.randn(rows, generator=torch.Generator().manual_seed(5)) - 20
-
-
 def independent_grads(model, batch, specs, ref):
-    """``{name: [k, *shape]}``: full rows, no sharing, no hooks, ``autograd.grad`` per objective."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    logps, lengths = response_logps(model, batch)
-    counts = torch.full((len(specs),), float(batch["signs"].shape[0]))
-    losses = objective_losses(PairLogps.from_rows(logps, lengths, ref), batch["signs"], specs, counts)
-    per_objective = [
-        torch.autograd.grad(losses[i], list(params.values()), retain_graph=True, allow_unused=True)
-        for i in range(len(specs))
-    ]
-    return {
-        name: torch.stack([g[j] if g[j] is not None else torch.zeros_like(p) for g in per_objective])
-        for j, (name, p) in enumerate(params.items())
-    }
+    """``{name: [k, *shape]}``: full rows (no sharing, no hooks), ``autograd.grad`` per objective."""
+    return per_objective_grads(model, batch, specs, ref, response_logps)
 
 
 def fused_shared_grads(model, batch, specs, ref, chunk=None, path="fused", verify=False):
@@ -63,14 +56,6 @@ def fused_shared_grads(model, batch, specs, ref, chunk=None, path="fused", verif
     names = {id(p): n for n, p in model.named_parameters()}
     store = {names[key]: g.clone() for key, g in engine._store.items()}
     return engine, store
-
-
-def assert_same_grads(got, want):
-    assert set(got) == set(want)
-    for name, g in want.items():
-        assert got[name].shape == g.shape, name
-        scale = g.abs().max().clamp(min=1e-6)
-        torch.testing.assert_close(got[name] / scale, g / scale, rtol=0, atol=2e-5, msg=name)
 
 
 CASES = {  # model, k, logprob_chunk, objectives
@@ -93,7 +78,7 @@ def test_fused_shared_prompt_equals_independent_per_objective_grads(case):
     """DPO, IPO, cDPO (s = (1, −1)) and SimPO + AMoPO (s = (1, −n¹/n²)); ties: pairs whose u is 0."""
     make, k, chunk, specs = CASES[case]
     batch = make_batch(4, k, seed=k + 1, ties=True)
-    ref = _ref(8)
+    ref = ref_logps(8)
     want = independent_grads(make(), batch, specs[:k], ref)
     engine, got = fused_shared_grads(make(), batch, specs[:k], ref, chunk=chunk)
     assert engine.path == "fused" and engine.share_prompt
@@ -107,10 +92,10 @@ def test_verify_fused_passes_with_the_shared_prompt():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         engine, got = fused_shared_grads(
-            tiny_model("llama"), batch, SPECS[:2], _ref(8), path="auto", verify=True
+            tiny_model("llama"), batch, SPECS[:2], ref_logps(8), path="auto", verify=True
         )
     assert engine.path == "fused" and not engine._verify
-    assert_same_grads(got, independent_grads(tiny_model("llama"), batch, SPECS[:2], _ref(8)))
+    assert_same_grads(got, independent_grads(tiny_model("llama"), batch, SPECS[:2], ref_logps(8)))
 
 
 def test_pair_seeds():
@@ -135,7 +120,7 @@ def test_different_ratios_are_unsupported_and_auto_falls_back_to_the_plain_path(
     give them apart. ``fused`` raises; ``auto`` warns and gives exactly the plain path's numbers."""
     batch = make_batch(4, 2, seed=6, ties=False)
     assert not torch.equal(*batch["response_mask"].sum(1).chunk(2))
-    ref = _ref(8)
+    ref = ref_logps(8)
     with pytest.raises(FusedPathUnsupported, match=r"share_prompt.*different ratios"):
         fused_shared_grads(tiny_model("llama"), batch, MIXED, ref)
     plain, want = fused_shared_grads(tiny_model("llama"), batch, MIXED, ref, path="plain")
@@ -150,27 +135,16 @@ def test_different_ratios_are_unsupported_and_auto_falls_back_to_the_plain_path(
 
 def _gram_run(make, batches, *, shared):
     """``store="gram"`` on the fused path with sharing, or the plain path's per-micro-batch solve without."""
-    model = make()
-    engine = GradientEngine(
-        model,
+    report, grads, _ = raco_step(
+        make(),
+        batches,
         SPECS,
         [0.5, 0.3, 0.2],
-        method="raco",
-        method_options={"c": 0.4},
-        path="fused" if shared else "plain",
-        solve_per="microbatch",
         store="gram" if shared else "gradients",
-        verify_fused=False,
+        path="fused" if shared else "plain",
         share_prompt=shared,
     )
-    counts = engine.step_counts(batches)
-    g = torch.Generator().manual_seed(11)
-    for mb in batches:
-        engine.accumulate(
-            mb, counts=counts, ref_logps=torch.randn(mb["input_ids"].shape[0], generator=g) - 20
-        )
-    report = engine.finish_step()
-    return report, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return report, grads
 
 
 @pytest.mark.parametrize("micro_batches", [1, 2])
@@ -182,10 +156,7 @@ def test_gram_store_with_the_shared_prompt(arch, micro_batches):
     batches = split_batch(make_batch(4, 3, seed=5), 4 // micro_batches)
     want_report, want = _gram_run(make, batches, shared=False)
     report, got = _gram_run(make, batches, shared=True)
-    assert set(got) == set(want)
-    for name, g in want.items():
-        scale = g.abs().max().clamp(min=1e-8)
-        torch.testing.assert_close(got[name] / scale, g / scale, rtol=0, atol=2e-5, msg=name)
+    assert_same_grads(got, want, floor=1e-8)
     torch.testing.assert_close(report.gram, want_report.gram, rtol=1e-4, atol=1e-12)
     torch.testing.assert_close(report.coefficients, want_report.coefficients, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(report.losses, want_report.losses, rtol=1e-5, atol=0)

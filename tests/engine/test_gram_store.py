@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_fixtures import lora_model, make_batch, split_batch, tiny_model
+from engine_fixtures import (
+    assert_same_grads,
+    checkpointed,
+    lora_model,
+    make_batch,
+    raco_step,
+    split_batch,
+    tiny_model,
+)
 
 from raco.gradients import GradientEngine
 from raco.losses import ObjectiveSpec
@@ -19,32 +27,8 @@ W = [0.5, 0.3, 0.2]
 
 
 def run(model, batches, *, store, path, chunk=None):
-    engine = GradientEngine(
-        model,
-        SPECS,
-        W,
-        method="raco",
-        method_options={"c": 0.4},
-        path=path,
-        solve_per="microbatch",
-        store=store,
-        verify_fused=False,
-        logprob_chunk=chunk,
-    )
-    counts = engine.step_counts(batches)
-    g = torch.Generator().manual_seed(11)
-    for mb in batches:
-        engine.accumulate(
-            mb, counts=counts, ref_logps=torch.randn(mb["input_ids"].shape[0], generator=g) - 20
-        )
-    report = engine.finish_step()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    report, grads, engine = raco_step(model, batches, SPECS, W, store=store, path=path, logprob_chunk=chunk)
     return report, grads, engine.peak_store_bytes
-
-
-def checkpointed(model):
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model.train()
 
 
 CASES = {
@@ -65,10 +49,7 @@ def test_gram_store_equals_plain_per_micro_batch(case):
     want_report, want, _ = run(make(), batches, store="gradients", path="plain", chunk=chunk)
     report, got, peak = run(make(), batches, store="gram", path="fused", chunk=chunk)
     assert peak == 0  # nothing [k, *shape] was ever held
-    assert set(got) == set(want)
-    for name, g in want.items():
-        scale = g.abs().max().clamp(min=1e-8)
-        torch.testing.assert_close(got[name] / scale, g / scale, rtol=0, atol=2e-5, msg=name)
+    assert_same_grads(got, want, floor=1e-8)
     torch.testing.assert_close(report.gram, want_report.gram, rtol=1e-5, atol=1e-12)
     torch.testing.assert_close(report.coefficients, want_report.coefficients, rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(report.losses, want_report.losses, rtol=1e-6, atol=0)

@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_fixtures import lora_model, make_batch, split_batch, tiny_model
+from engine_fixtures import (
+    assert_same_grads,
+    checkpointed,
+    lora_model,
+    make_batch,
+    per_objective_grads,
+    raco_step,
+    ref_logps,
+    split_batch,
+    tiny_model,
+)
 from torch import nn
 
 from raco.config_tree import ConfigError
@@ -20,17 +30,12 @@ from raco.data.packing import computed_tokens, forward_inputs, pack, packing_pro
 from raco.gradients import GradientEngine
 from raco.losses import ObjectiveSpec, response_logps
 from raco.losses.logps import sequence_logps
-from raco.losses.pairwise import PairLogps, objective_losses
 
 SPECS = [
     ObjectiveSpec("dpo", "dpo", beta=0.2),
     ObjectiveSpec("ipo", "ipo", beta=0.5),
     ObjectiveSpec("simpo", "simpo", beta=2.0, gamma=0.3),
 ]
-
-
-def _ref(rows: int) -> torch.Tensor:
-    return torch.randn(rows, generator=torch.Generator().manual_seed(5)) - 20
 
 
 def padded_logps(model, batch):
@@ -70,19 +75,8 @@ def test_packed_logps_equal_the_padded_rows_through_the_models_own_forward(arch,
 
 
 def independent_grads(model, batch, specs, ref):
-    """``{name: [k, *shape]}``: padded rows, no hooks, ``autograd.grad`` per objective."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    logps, lengths = padded_logps(model, batch)
-    counts = torch.full((len(specs),), float(batch["signs"].shape[0]))
-    losses = objective_losses(PairLogps.from_rows(logps, lengths, ref), batch["signs"], specs, counts)
-    per_objective = [
-        torch.autograd.grad(losses[i], list(params.values()), retain_graph=True, allow_unused=True)
-        for i in range(len(specs))
-    ]
-    return {
-        name: torch.stack([g[j] if g[j] is not None else torch.zeros_like(p) for g in per_objective])
-        for j, (name, p) in enumerate(params.items())
-    }
+    """``{name: [k, *shape]}``: padded rows, the model's own forward, ``autograd.grad`` per objective."""
+    return per_objective_grads(model, batch, specs, ref, padded_logps)
 
 
 def engine_grads(model, batch, specs, ref, path, chunk=None, verify=False):
@@ -98,19 +92,6 @@ def engine_grads(model, batch, specs, ref, path, chunk=None, verify=False):
     engine.accumulate(batch, counts=engine.step_counts([batch]), ref_logps=ref)
     names = {id(p): n for n, p in model.named_parameters()}
     return engine, {names[key]: g.clone() for key, g in engine._store.items()}
-
-
-def assert_same_grads(got, want):
-    assert set(got) == set(want)
-    for name, g in want.items():
-        assert got[name].shape == g.shape, name
-        scale = g.abs().max().clamp(min=1e-6)
-        torch.testing.assert_close(got[name] / scale, g / scale, rtol=0, atol=2e-5, msg=name)
-
-
-def checkpointed(model):
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model.train()
 
 
 CASES = {  # model, k, logprob_chunk
@@ -131,7 +112,7 @@ CASES = {  # model, k, logprob_chunk
 def test_fused_and_plain_on_packed_rows_equal_the_padded_per_objective_grads(case):
     make, k, chunk = CASES[case]
     batch = make_batch(4, k, seed=k + 1)
-    ref = _ref(8)
+    ref = ref_logps(8)
     want = independent_grads(make(), batch, SPECS[:k], ref)
     engine, fused = engine_grads(make(), pack(batch), SPECS[:k], ref, "fused", chunk)
     assert engine.path == "fused" and engine._packing_checked
@@ -143,28 +124,15 @@ def test_fused_and_plain_on_packed_rows_equal_the_padded_per_objective_grads(cas
 def test_verify_fused_passes_on_packed_rows():
     """``auto`` with the fused-vs-plain check of the first micro-batch: both packed, they agree."""
     batch = pack(make_batch(4, 2, seed=3))
-    engine, _ = engine_grads(lora_model("llama"), batch, SPECS[:2], _ref(8), "auto", verify=True)
+    engine, _ = engine_grads(lora_model("llama"), batch, SPECS[:2], ref_logps(8), "auto", verify=True)
     assert engine.path == "fused" and not engine._verify
 
 
 def gram_run(model, batches, *, store, path, chunk=None):
-    engine = GradientEngine(
-        model,
-        SPECS,
-        [0.5, 0.3, 0.2],
-        method="raco",
-        method_options={"c": 0.4},
-        path=path,
-        solve_per="microbatch",
-        store=store,
-        verify_fused=False,
-        logprob_chunk=chunk,
+    report, grads, _ = raco_step(
+        model, batches, SPECS, [0.5, 0.3, 0.2], store=store, path=path, logprob_chunk=chunk
     )
-    counts = engine.step_counts(batches)
-    for i, mb in enumerate(batches):
-        engine.accumulate(mb, counts=counts, ref_logps=_ref(16)[i * 4 : i * 4 + 4])
-    report = engine.finish_step()
-    return report, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return report, grads
 
 
 @pytest.mark.parametrize("chunk", [None, 3])
@@ -173,9 +141,7 @@ def test_gram_store_on_packed_rows_equals_plain_padded(chunk):
     want_report, want = gram_run(tiny_model("llama"), batches, store="gradients", path="plain", chunk=chunk)
     packed = [pack(b) for b in batches]
     report, got = gram_run(tiny_model("llama"), packed, store="gram", path="fused", chunk=chunk)
-    for name, g in want.items():
-        scale = g.abs().max().clamp(min=1e-8)
-        torch.testing.assert_close(got[name] / scale, g / scale, rtol=0, atol=2e-5, msg=name)
+    assert_same_grads(got, want, floor=1e-8)
     torch.testing.assert_close(report.gram, want_report.gram, rtol=1e-5, atol=1e-12)
     torch.testing.assert_close(report.coefficients, want_report.coefficients, rtol=1e-5, atol=1e-8)
 
@@ -206,7 +172,7 @@ def test_an_attention_that_mixes_packed_rows_is_an_error_naming_it(mixing_attent
     engine = GradientEngine(model, SPECS[:2], [0.5, 0.5], method="weighted_sum", path="fused")
     named = r"data\.packing: model type 'llama' with model\.attn_implementation 'row_mixing'"
     with pytest.raises(ConfigError, match=named):
-        engine.accumulate(pack(batch), counts=engine.step_counts([batch]), ref_logps=_ref(8))
+        engine.accumulate(pack(batch), counts=engine.step_counts([batch]), ref_logps=ref_logps(8))
     assert not engine._packing_checked
     assert all(p.grad is None for p in model.parameters())  # refused before anything was formed
 
@@ -221,7 +187,7 @@ def test_the_check_runs_in_float32_under_autocast(mixing_attention):
     batch = pack(make_batch(4, 2, seed=3))
     at_float32 = r"row_mixing.*> 0\.0001"
     with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ConfigError, match=at_float32):
-        engine.accumulate(batch, counts=engine.step_counts([batch]), ref_logps=_ref(8))
+        engine.accumulate(batch, counts=engine.step_counts([batch]), ref_logps=ref_logps(8))
 
 
 def test_the_reference_is_checked_too(mixing_attention):
@@ -242,7 +208,7 @@ def test_packing_is_refused_with_a_shared_prompt_and_for_a_forward_without_posit
     engine = GradientEngine(model, SPECS[:2], [0.5, 0.5], method="weighted_sum", share_prompt=True)
     batch = pack(make_batch(2, 2))
     with pytest.raises(ConfigError, match="share_prompt"):
-        engine.accumulate(batch, counts=engine.step_counts([batch]), ref_logps=_ref(4))
+        engine.accumulate(batch, counts=engine.step_counts([batch]), ref_logps=ref_logps(4))
 
     class NoPositions(nn.Module):
         def forward(self, input_ids, attention_mask=None):

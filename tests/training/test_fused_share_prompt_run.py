@@ -5,20 +5,9 @@ from __future__ import annotations
 
 import warnings
 
-import pytest
+from run_compare import assert_same_run
 
 from raco.training.loop import train
-from raco.training.metrics import read_metrics
-
-COMPARED = (
-    "loss",
-    "friendly/loss",
-    "concise/loss",
-    "friendly/coef",
-    "concise/coef",
-    "grad_norm",
-    "pareto_measure",
-)
 
 
 def test_shared_prompt_run_equals_the_unshared_run_on_the_fused_path(tiny_config):
@@ -30,11 +19,4 @@ def test_shared_prompt_run_equals_the_unshared_run_on_the_fused_path(tiny_config
             warnings.simplefilter("always")
             runs[share] = train(tree)
         assert not [w for w in caught if "fused one-backward path does not support" in str(w.message)]
-    logs = {
-        share: [r for r in read_metrics(result.run_dir) if "friendly/loss" in r]
-        for share, result in runs.items()
-    }
-    assert [r["step"] for r in logs[True]] == [1, 2, 3]
-    for want, got in zip(logs[False], logs[True], strict=True):
-        for key in COMPARED:
-            assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-9), (got["step"], key)
+    assert_same_run(runs[False].run_dir, runs[True].run_dir, steps=3)
