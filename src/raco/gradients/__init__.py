@@ -2,14 +2,8 @@
 gradient accumulation and explicit distributed all-reduce."""
 
 from raco.gradients.capture import FusedCapture, FusedPathUnsupported
-from raco.gradients.engine import (
-    GradientEngine,
-    MicroBatchStats,
-    NonFiniteGradientError,
-    StepReport,
-    pareto_measure,
-    resolve_aggregator,
-)
+from raco.gradients.engine import GradientEngine, resolve_aggregator
+from raco.gradients.report import MicroBatchStats, NonFiniteGradientError, StepReport, pareto_measure
 from raco.gradients.store import gram_matrix
 
 __all__ = [

@@ -72,22 +72,27 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from raco.aggregators import AGGREGATORS, min_norm
+from raco.aggregators import AGGREGATORS
 from raco.config_tree import ConfigError
-from raco.data.packing import is_packed, packing_problem, row_count, unpack
+from raco.data.packing import is_packed, packing_problem, row_count
 from raco.gradients import collectives
 from raco.gradients import store as gstore
 from raco.gradients.capture import FusedCapture, FusedPathUnsupported
+from raco.gradients.report import (
+    MicroBatchStats,
+    NonFiniteGradientError,
+    StepReport,
+    gram_summary,
+    pareto_measure,
+)
 from raco.gradients.rows import recorded_logps, row_seeds
 from raco.gradients.sharded import ShardedReducer, backward_shards, is_sharded, local_zeros
-from raco.gradients.verify import fused_mismatch, rng_state, set_rng_state
+from raco.gradients.verify import fused_mismatch, packed_mismatch, rng_state, set_rng_state
 from raco.losses.logps import Batch, response_logps, unwrap_causal_lm
 from raco.losses.pairwise import (
     NORMALIZATIONS,
@@ -103,34 +108,8 @@ from raco.registry import AGGREGATORS as DECLARED
 from raco.registry import check_aggregator_options
 
 PATHS = ("auto", "fused", "plain", "scalarized")
-PACKED_RTOL = 1e-4  # packed vs padded log-probs, float32 weights (compared without autocast)
-PACKED_RTOL_LOW_PRECISION = 1e-3  # bfloat16/float16 weights (tiny-random in bfloat16: 1.4e-5 apart)
 STORES = ("gradients", "gram")
 Aggregator = Callable[..., Any]
-
-
-@dataclass(frozen=True)
-class MicroBatchStats:
-    """What one micro-batch adds to its step: per-objective losses ``[k]`` (its share of L_i) and reward
-    sums ``[k, len(REWARD_SUMS)]`` (losses/pairwise.py); both add over micro-batches and processes."""
-
-    losses: Tensor
-    reward_sums: Tensor
-
-
-@dataclass(frozen=True)
-class StepReport:
-    """What one optimizer step did. ``gram``/``grad_norms``/``cosines`` are None on the scalarized path;
-    with ``solve_per="microbatch"`` they describe the last micro-batch and ``coefficients`` is the mean."""
-
-    coefficients: Tensor
-    losses: Tensor
-    gram: Tensor | None = None
-    dual: Tensor | None = None
-    pareto_measure: float | None = None
-    grad_norms: Tensor | None = None
-    cosines: Tensor | None = None
-    clip_active: bool = False
 
 
 def resolve_aggregator(method: str | Aggregator) -> Aggregator:
@@ -156,22 +135,6 @@ def _check_method(method: str | Aggregator, options: Mapping[str, Any], path: st
     check_aggregator_options(method, options)
     if path == "scalarized" and not DECLARED[method].scalarizable:
         raise ValueError("path='scalarized' is exact only for weighted-sum aggregation (a = w)")
-
-
-def pareto_measure(gram: Tensor) -> float:
-    """M = min_{p∈Δ} ‖Σ p_i g_i‖ (docs/algorithm.md §2): 0 exactly at Pareto-critical points."""
-    return min_norm(gram)
-
-
-class NonFiniteGradientError(FloatingPointError):
-    """A per-objective gradient of this step has NaN/inf; the step was discarded (no ``.grad`` written)."""
-
-
-def gram_summary(gram: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-objective gradient norms ‖g_i‖ and pairwise cosines from H."""
-    norms = gram.diagonal().clamp(min=0).sqrt()
-    denom = torch.outer(norms, norms).clamp(min=1e-300)
-    return norms, gram / denom
 
 
 def _compute_device(params: Sequence[Tensor]) -> torch.device:
@@ -371,46 +334,15 @@ class GradientEngine:
             raise ConfigError("data.packing: not with model.share_prompt (set one of them to false)")
         problem = packing_problem(causal_lm)
         if problem is None:
-            problem = self._agreed(self._packing_mismatch(packed))
+            problem = self._agreed(
+                packed_mismatch(self.model, self.reference.logps, packed, self.logprob_chunk)
+            )
         if problem is not None:
             raise ConfigError(
                 f"{where}: {problem}; its rows would attend to each other. Set data.packing: false or "
                 "another model.attn_implementation (sdpa, eager and flash_attention_2 keep packed rows apart)"
             )
         self._packing_checked = True
-
-    def _packing_mismatch(self, packed: Batch) -> str | None:
-        """Where the packed log-probs (the policy's, then the reference's) first differ from the padded
-        ones; None where they agree."""
-        padded = unpack(packed)
-        # float32 weights: compared in float32 (autocast off), where packed and padded agree to ~1e-6
-        exact = all(p.dtype == torch.float32 for p in self.model.parameters())
-        rtol = PACKED_RTOL if exact else PACKED_RTOL_LOW_PRECISION
-        device = packed["input_ids"].device.type
-        rng, training = rng_state(), self.model.training
-        self.model.eval()  # dropout would make the two forwards differ
-        try:
-            with torch.no_grad(), torch.autocast(device, enabled=False) if exact else nullcontext():
-                sources: list[tuple[str, Callable[[Batch], Tensor | None]]] = [
-                    ("policy", lambda b: response_logps(self.model, b, chunk_tokens=self.logprob_chunk)[0]),
-                    ("reference", self.reference.logps),
-                ]
-                for name, logps in sources:
-                    got, want = logps(packed), logps(padded)
-                    if got is None or want is None:
-                        continue
-                    error = (got.float() - want.float()).abs() / want.float().abs().clamp(min=1.0)
-                    if bool((error > rtol).any()):
-                        row = int(error.argmax())
-                        return (
-                            f"the {name}'s log-probs of a packed micro-batch differ from those of the same "
-                            f"rows padded (row {row}: {float(got[row]):.6g} vs {float(want[row]):.6g}, "
-                            f"relative {float(error[row]):.2g} > {rtol:g})"
-                        )
-        finally:
-            self.model.train(training)
-            set_rng_state(rng)
-        return None
 
     def _fused_or_fallback(
         self, batch: Batch, ref: Tensor | None, signs: Tensor, counts: Tensor
