@@ -268,7 +268,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     except (ConfigError, DataError, OSError) as err:
         raise Refused(str(err)) from None
     sweep.command = f"raco sweep --config {sweep_file}"
-    done_before = sum(_point_done(sweep.output_dir / POINTS_DIR / pid) for pid in sweep.point_ids())
+    done_before = sum(_point_done(sweep.output_dir / POINTS_DIR / pid) for pid in sweep.trained_ids())
     started = time.perf_counter()
     record = {
         "command": "python benchmarks/pareto.py " + shlex.join(argv),

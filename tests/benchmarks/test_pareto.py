@@ -193,7 +193,7 @@ def test_rerun_resumes_without_training(quick):
     folder, stdout, cache = quick
     again = _quick(folder, cache)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "4 of 4 points already done" in again.stdout
+    assert "4 of 4 runs already done" in again.stdout
     timing = json.loads((folder / "pareto.json").read_text())["invocations"]
     assert len(timing) == 2 and timing[1]["points_done_before"] == 4 and timing[1]["finished"]
     before = _summary_block(stdout).split("\n[hypervolume]")[1]

@@ -122,7 +122,7 @@ def test_a_rerun_resumes_whatever_was_left(done, monkeypatch, capsys):
     untouched = third.stat().st_mtime_ns
     assert main(["sweep", "--config", str(sweep_file)]) == 0
     printed = capsys.readouterr().out
-    assert "4 of 6 points already done" in printed
+    assert "4 of 6 runs already done" in printed
     assert "worst case" in printed and all(p["id"] in printed for p in before["points"])
     after = json.loads((folder / RESULTS_JSON).read_text())
     strip = [{k: v for k, v in p.items() if k != "wall_seconds"} for p in before["points"]]
@@ -243,3 +243,47 @@ def test_points_asking_for_several_processes_run_under_accelerate_launch(tmp_pat
     )
     with pytest.raises(ConfigError, match="processes: at least 1"):
         load_sweep_config(_files(tmp_path), {"processes": "0"})
+
+
+def test_a_weight_agnostic_method_trains_once_per_seed(tmp_path, monkeypatch, capsys):
+    """mgda ignores the weights: one run stands for its three points, and training it at another weight
+    vector really does give that run's per-objective numbers and model (checked by training it)."""
+    from safetensors.torch import load_file
+
+    from raco.sweep.run import POINTS_DIR, point_tree
+    from raco.training.loop import train
+
+    monkeypatch.setenv("RACO_CACHE", str(tmp_path / "cache"))
+    sweep_file = _files(tmp_path)
+    assert main(["sweep", "--config", str(sweep_file), "--methods", "mgda,weighted_sum"]) == 0
+    printed = capsys.readouterr().out
+    assert "mgda ignores the objective weights: one run per seed (1) stands for its 3 points" in printed
+    assert "6 points from 4 runs" in printed
+    folder = tmp_path / "sweep"
+    runs = sorted(p.name for p in (folder / POINTS_DIR).iterdir() if p.is_dir())
+    assert runs == [
+        "mgda-w0.80-0.20-s0",
+        *(point_id("weighted_sum", w, 0) for w in [(0.2, 0.8), (0.5, 0.5), (0.8, 0.2)]),
+    ]
+    results = json.loads((folder / RESULTS_JSON).read_text())
+    mgda = [p for p in results["points"] if p["method"] == "mgda"]
+    assert [p["weights"]["friendly"] for p in mgda] == [0.8, 0.5, 0.2]
+    assert [p.get("trained_as") for p in mgda] == [None, "mgda-w0.80-0.20-s0", "mgda-w0.80-0.20-s0"]
+    assert all(p["scores"] == mgda[0]["scores"] and p["run_dir"] == mgda[0]["run_dir"] for p in mgda)
+    assert "trained_as" not in results["points"][-1]  # weighted_sum trains every point
+    sweep = load_sweep_config(sweep_file, {"methods": "mgda"})
+    alone = point_tree(sweep, "mgda", (0.2, 0.8), 0)
+    alone["output_dir"] = str(tmp_path / "mgda-alone")
+    result = train(alone)
+    shared = folder / mgda[0]["run_dir"]
+    per_objective = ("friendly/loss", "concise/loss", "friendly/coef", "concise/coef", "grad_norm")
+    lines = [
+        [r for r in (json.loads(x) for x in (run / "metrics.jsonl").open()) if "friendly/loss" in r]
+        for run in (shared, result.run_dir)
+    ]
+    assert len(lines[0]) == len(lines[1]) == 2
+    for a, b in zip(*lines, strict=True):
+        assert {k: a[k] for k in per_objective} == {k: b[k] for k in per_objective}
+    weights = [load_file(str(run / "model" / "model.safetensors")) for run in (shared, result.run_dir)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(weights[0][name].equal(weights[1][name]) for name in weights[0])

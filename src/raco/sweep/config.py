@@ -29,7 +29,7 @@ import yaml
 from raco.config import RunConfig, config_from_tree, resolve_data_paths
 from raco.config_tree import ConfigError, set_dotted, suggest
 from raco.eval.config import EvalConfig, eval_config_from_tree
-from raco.registry import METHOD_NAMES
+from raco.registry import METHOD_NAMES, method_plan
 
 SWEEP_KEYS = (
     "train",
@@ -70,6 +70,21 @@ class SweepConfig:
     def point_ids(self) -> list[str]:
         """Every point's id, in the order they run: method, then weights, then seed."""
         return [point_id(m, w, s) for m, w, s in itertools.product(self.methods, self.weights, self.seeds)]
+
+    def trained_as(self, method: str, weights: tuple[float, ...], seed: int) -> str:
+        """The id of the run that stands for this point: its own, or — for a method whose direction
+        ignores the weights (``uses_weights`` false in raco.registry: mgda) — the same method and seed at
+        the sweep's first weight vector, since training it at other weights would repeat that run
+        exactly (same data order, same updates; only the weighted sums it logs differ)."""
+        if method_plan(method).uses_weights:
+            return point_id(method, weights, seed)
+        return point_id(method, self.weights[0], seed)
+
+    def trained_ids(self) -> list[str]:
+        """The runs the sweep trains, in order: every point's own, once per seed for weight-agnostic
+        methods (:meth:`trained_as`)."""
+        runs = itertools.product(self.methods, self.weights, self.seeds)
+        return list(dict.fromkeys(self.trained_as(m, w, s) for m, w, s in runs))
 
 
 def point_id(method: str, weights: tuple[float, ...], seed: int) -> str:

@@ -174,11 +174,14 @@ def _prepare_dir(sweep: SweepConfig) -> Path:
 
 
 def _write_point_configs(sweep: SweepConfig) -> list[str]:
+    """points/<id>.yaml of every run the sweep trains (:meth:`SweepConfig.trained_ids`); their ids."""
     ids = []
     for method in sweep.methods:
         for weights in sweep.weights:
             for seed in sweep.seeds:
                 pid = point_id(method, weights, seed)
+                if sweep.trained_as(method, weights, seed) != pid:
+                    continue
                 text = yaml.safe_dump(point_tree(sweep, method, weights, seed), sort_keys=False)
                 path = sweep.output_dir / POINTS_DIR / f"{pid}.yaml"
                 if not path.is_file() or path.read_text() != text:
@@ -187,10 +190,25 @@ def _write_point_configs(sweep: SweepConfig) -> list[str]:
     return ids
 
 
+def _say_shared_runs(sweep: SweepConfig, say: Callable[[str], None]) -> None:
+    """One line per weight-agnostic method whose points share runs."""
+    if len(sweep.weights) < 2:
+        return
+    for method in sweep.methods:
+        if sweep.trained_as(method, sweep.weights[1], sweep.seeds[0]) != point_id(
+            method, sweep.weights[1], sweep.seeds[0]
+        ):
+            say(
+                f"{method} ignores the objective weights: one run per seed ({len(sweep.seeds)}) stands "
+                f"for its {len(sweep.weights) * len(sweep.seeds)} points (trained at weights "
+                f"{'/'.join(f'{w:g}' for w in sweep.weights[0])})"
+            )
+
+
 def _launch(sweep: SweepConfig, ids: list[str], launcher: Launcher, say: Callable[[str], None]) -> None:
     pending = [pid for pid in ids if not _point_done(sweep.output_dir / POINTS_DIR / pid)]
     if len(pending) < len(ids):
-        say(f"{len(ids) - len(pending)} of {len(ids)} points already done")
+        say(f"{len(ids) - len(pending)} of {len(ids)} runs already done")
     folder = str(sweep.output_dir)
     if launcher.name in ("slurm", "submitit-local"):
         import submitit
@@ -232,12 +250,18 @@ def run_sweep(
     started = time.time()
     _prepare_dir(sweep)
     ids = _write_point_configs(sweep)
+    _say_shared_runs(sweep, say)
     _launch(sweep, ids, launcher, say)
     base = _evaluate_base(sweep.output_dir, sweep.output_dir / POINTS_DIR / ids[0], sweep.eval_tree)
-    results = collect(sweep, ids, base)
+    results = collect(sweep, base)
     write_results(sweep, results)
     say(summary_table(results))
-    say(f"raco sweep: {len(ids)} points in {sweep.output_dir} ({time.time() - started:.0f} s this time)")
+    points = len(results["points"])
+    trained = "" if len(ids) == points else f" from {len(ids)} runs"
+    say(
+        f"raco sweep: {points} points{trained} in {sweep.output_dir} "
+        f"({time.time() - started:.0f} s this time)"
+    )
     return results
 
 
@@ -280,8 +304,10 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def collect(sweep: SweepConfig, ids: list[str], base_eval: dict[str, Any]) -> dict[str, Any]:
-    """results.json: every point's scores against the base model's."""
+def collect(sweep: SweepConfig, base_eval: dict[str, Any]) -> dict[str, Any]:
+    """results.json: every point's scores against the base model's. A point whose run stands for others
+    too (:meth:`SweepConfig.trained_as`: a weight-agnostic method) is read from that run, and says so in
+    ``trained_as``; its stability is that run's (the total loss spikes of its first weight vector)."""
     judged = sweep.eval.judged()
     directions = {name: j.direction for name, j in judged.items()}
     base = {name: base_eval["objectives"][name].get("base") for name in judged}
@@ -291,7 +317,8 @@ def collect(sweep: SweepConfig, ids: list[str], base_eval: dict[str, Any]) -> di
         for weights in sweep.weights:
             for seed in sweep.seeds:
                 pid = point_id(method, weights, seed)
-                run_dir = sweep.output_dir / POINTS_DIR / pid
+                source = sweep.trained_as(method, weights, seed)
+                run_dir = sweep.output_dir / POINTS_DIR / source
                 evaluated = json.loads((run_dir / EVAL_DIR / "eval.json").read_text())
                 summary = json.loads((run_dir / "summary.json").read_text())
                 scores = {name: evaluated["objectives"][name].get("tuned") for name in judged}
@@ -326,7 +353,8 @@ def collect(sweep: SweepConfig, ids: list[str], base_eval: dict[str, Any]) -> di
                         "preference": accuracies,
                         "stability": front.stability(_read_records(run_dir / "metrics.jsonl")),
                         "wall_seconds": summary.get("wall_seconds"),
-                        "run_dir": str(Path(POINTS_DIR) / pid),
+                        "run_dir": str(Path(POINTS_DIR) / source),
+                        **({"trained_as": source} if source != pid else {}),
                     }
                 )
     return {
