@@ -31,6 +31,8 @@ warm-up, so times carry first-call noise; memory does not).
 
     .venv/bin/python benchmarks/memory.py --json /tmp/memory.json     # default run
     .venv/bin/python benchmarks/memory.py --quick                     # tiny, for tests
+    .venv/bin/python benchmarks/memory.py --variants fused_k8,gram_k8 --json /tmp/memory-k8.json
+                                        # the engine and depth tables only, weighted sum and these
 """
 
 from __future__ import annotations
@@ -65,6 +67,25 @@ VARIANTS = (  # name, engine path ("gram": fused with store "gram"), k
     ("fused", "fused", 4),
     ("gram", "gram", 4),
 )
+# also measurable with --variants (k = 8: issue 14's "k = 2..8"; not in the default run, which they
+# would lengthen by about half)
+EXTRA_VARIANTS = (("plain", "plain", 8), ("fused", "fused", 8), ("gram", "gram", 8))
+
+
+def variant_name(name: str, k: int) -> str:
+    return name if name == "weighted_sum" else f"{name}_k{k}"
+
+
+def pick_variants(names: str) -> tuple:
+    """``--variants fused_k8,gram_k8``: those variants after weighted_sum (every ratio's base)."""
+    known = {variant_name(v[0], v[2]): v for v in VARIANTS + EXTRA_VARIANTS}
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise SystemExit(
+            f"memory.py: --variants: unknown {', '.join(unknown)}; choose from {', '.join(known)}"
+        )
+    return (VARIANTS[0], *(known[n] for n in dict.fromkeys(wanted) if n != "weighted_sum"))
 
 
 def llama(vocab: int, hidden: int, layers: int) -> nn.Module:
@@ -89,7 +110,7 @@ def pair_batch(tokens: int, vocab: int, k: int, seed: int = 0) -> dict:
     ids = torch.randint(3, vocab, (2, tokens), generator=g)
     ids[1, : tokens // 2] = ids[0, : tokens // 2]
     response = (torch.arange(tokens) >= tokens // 2).expand(2, tokens).clone()
-    signs = torch.tensor([[1.0, -1.0, 1.0, -1.0][:k]])
+    signs = torch.tensor([[1.0 if i % 2 == 0 else -1.0 for i in range(k)]])  # objectives alternate
     return {
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
@@ -192,7 +213,7 @@ def variant_rows(
         row = {
             **label,
             "tokens": tokens,
-            "variant": name if name == "weighted_sum" else f"{name}_k{k}",
+            "variant": variant_name(name, k),
             "bytes_per_token": peak / (2 * tokens),
             "act_bytes_per_token": act / (2 * tokens),
             "gradients_mib": record["gradients"] / 2**20,
@@ -207,7 +228,9 @@ def variant_rows(
     return rows
 
 
-def engine_rows(model: nn.Module, lengths: list[int], vocab: int, chunk: int, repeats: int) -> list[dict]:
+def engine_rows(
+    model: nn.Module, lengths: list[int], vocab: int, chunk: int, repeats: int, variants: tuple = VARIANTS
+) -> list[dict]:
     """One row per (tokens, checkpointing, variant): bytes per token and time ratio to weighted sum.
     Log-probs chunked (C = ``chunk``) so that what is measured is the decoder's activations."""
     rows = []
@@ -216,14 +239,16 @@ def engine_rows(model: nn.Module, lengths: list[int], vocab: int, chunk: int, re
             for ckpt in (False, True):
                 set_checkpointing(model, ckpt)
                 label = {"checkpointing": ckpt, "layers": model.config.num_hidden_layers}
-                rows += variant_rows(model, tokens, vocab, VARIANTS, repeats, label)
+                rows += variant_rows(model, tokens, vocab, variants, repeats, label)
     set_checkpointing(model, False)
     return rows
 
 
-def depth_rows(hidden: int, layers: int, vocab: int, tokens: int, chunk: int, repeats: int) -> list[dict]:
+def depth_rows(
+    hidden: int, layers: int, vocab: int, tokens: int, chunk: int, repeats: int, variants: tuple = VARIANTS
+) -> list[dict]:
     """The engine table's variants at its longest length with half the layers (``per_layer``)."""
-    return engine_rows(llama(vocab, hidden, layers // 2), [tokens], vocab, chunk, repeats)
+    return engine_rows(llama(vocab, hidden, layers // 2), [tokens], vocab, chunk, repeats, variants)
 
 
 def big_vocab_rows(hidden: int, layers: int, vocab: int, tokens: int, chunk: int, repeats: int) -> list[dict]:
@@ -444,7 +469,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip-engine", action="store_true", help="only the log-prob table")
     parser.add_argument("--summarise", type=Path, default=None, help="only summarise this run's JSON")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="engine and depth tables only, with these variants (e.g. fused_k8,gram_k8; weighted_sum "
+        "always runs first): skips the 128k-vocabulary, log-prob tables and the projection",
+    )
     args = parser.parse_args()
+    if args.variants is not None and args.skip_engine:
+        raise SystemExit("memory.py: --variants measures the engine table; not with --skip-engine")
+    variants = VARIANTS if args.variants is None else pick_variants(args.variants)
     if args.summarise is not None:
         summarise(args.summarise)
         return
@@ -460,10 +494,23 @@ def main() -> None:
         print(
             f"engine step, random Llama h{hidden} L{layers} V{vocab}, 2 rows x T tokens, log-probs C={chunk}"
         )
-        engine = engine_rows(llama(vocab, hidden, layers), c.lengths, vocab, chunk, args.repeats)
+        engine = engine_rows(llama(vocab, hidden, layers), c.lengths, vocab, chunk, args.repeats, variants)
         print(f"the same at T={c.lengths[-1]} with {layers // 2} layers (activations per layer)")
-        depth = depth_rows(hidden, layers, vocab, c.lengths[-1], chunk, args.repeats)
+        depth = depth_rows(hidden, layers, vocab, c.lengths[-1], chunk, args.repeats, variants)
         result["depth"] = depth
+    if args.variants is not None:
+        result.update(engine=engine, slopes=slopes(engine), per_layer=per_layer(engine, depth))
+        print_slopes(result["slopes"])
+        for row in result["per_layer"]:
+            print(
+                f"  per layer {row['variant']:13s} ckpt={row['checkpointing']!s:5s} "
+                f"{row['per_layer']:.1f} B/token"
+            )
+        result["wall_seconds"] = time.perf_counter() - t0
+        if args.json is not None:
+            args.json.write_text(json.dumps(result, indent=1) + "\n")
+        return
+    if not args.skip_engine:
         big_v, big_t = c.big_vocab
         print(f"engine step at V{big_v}, checkpointing, today's vs chunked log-probs in the engine")
         result["big_vocab"] = big_vocab_rows(hidden, layers, big_v, big_t, chunk, args.repeats)

@@ -115,3 +115,24 @@ def test_quick_run(tmp_path):
     assert len(result["logprobs"]) == 2 and "logprobs_full_copies" in result["llama3_8b"]
     assert len(result["slopes"]) == 12 and len(result["big_vocab"]) == 4 and len(result["depth"]) == 12
     assert {r["layers"] for r in result["depth"]} == {1}
+
+
+def test_variants_run_measures_k8_beside_weighted_sum(tmp_path):
+    """--variants: the engine and depth tables of those variants after weighted sum, and nothing else;
+    k = 8 objectives get alternating signs (half agree with the first objective, half oppose it)."""
+    assert mem.pair_batch(8, vocab=50, k=8)["signs"].tolist() == [[1.0, -1.0] * 4]
+    assert [v[2] for v in mem.pick_variants("gram_k8,fused_k8")] == [2, 8, 8]
+    with pytest.raises(SystemExit, match="unknown fused_k5"):
+        mem.pick_variants("fused_k5")
+    out = tmp_path / "memory.json"
+    run = [sys.executable, str(ROOT / "benchmarks" / "memory.py"), "--quick", "--json", str(out)]
+    subprocess.run([*run, "--variants", "fused_k8,gram_k8"], check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert [r["variant"] for r in result["engine"][:3]] == ["weighted_sum", "fused_k8", "gram_k8"]
+    assert len(result["engine"]) == 12 and len(result["depth"]) == 6 and len(result["per_layer"]) == 6
+    assert "logprobs" not in result and "big_vocab" not in result
+    grads = {r["variant"]: r["gradients_mib"] for r in result["engine"][:3]}  # k x, 1 x the parameters
+    assert (
+        grads["fused_k8"] == pytest.approx(8 * grads["weighted_sum"])
+        and grads["gram_k8"] == grads["weighted_sum"]
+    )
