@@ -107,6 +107,44 @@ def test_cached_reference_is_computed_once(tiny_config, tmp_path, monkeypatch):
         assert second.final_metrics[key] == pytest.approx(first.final_metrics[key], rel=1e-6)
 
 
+def test_lora_runs_that_differ_by_seed_share_one_cached_table(tiny_config, tmp_path, monkeypatch):
+    """The LoRA reference is the adapter-disabled model: the adapters' seed-dependent random start is not
+    in the table's key, so a second seed reuses the first seed's tables — and trains exactly as with
+    the live adapter-disabled reference."""
+    import raco.models.reference as reference
+
+    monkeypatch.setattr(reference, "cache_dir", lambda: tmp_path / "cache")
+    calls = []
+    original = reference.compute_reference_table
+    monkeypatch.setattr(reference, "compute_reference_table", lambda *a: calls.append(1) or original(*a))
+
+    def lora_run(seed: int, kind: str, name: str):
+        tree = tiny_config(
+            **{
+                "train.max_steps": 2,
+                "train.seed": seed,
+                "lora.enabled": True,
+                "lora.r": 4,
+                "model.reference": kind,
+                "output_dir": str(tmp_path / name),
+            }
+        )
+        tree["lora"]["target_modules"] = ["q_proj", "v_proj"]
+        return train(tree)
+
+    lora_run(0, "cached", "seed0")
+    assert len(calls) == 2  # train and eval tables
+    cached = lora_run(1, "cached", "seed1")
+    assert len(calls) == 2  # seed 1 reads seed 0's tables
+    assert len(list((tmp_path / "cache" / "reference-logps").glob("*.safetensors"))) == 2
+    live = lora_run(1, "adapter", "seed1-live")
+    for key in ("friendly/loss", "concise/loss"):
+        assert cached.final_metrics[key] == pytest.approx(live.final_metrics[key], rel=1e-5)
+    assert cached.final_metrics["friendly/loss"] != lora_run(0, "adapter", "seed0-live").final_metrics[
+        "friendly/loss"
+    ]  # the seeds did train differently
+
+
 def test_non_finite_steps_are_skipped_then_stop_with_checkpoint(tiny_config):
     tree = tiny_config(**{"train.max_steps": 6, "train.max_consecutive_skips": 2})
     session = setup(from_dict(tree))

@@ -162,11 +162,18 @@ def frozen_copy(
     return FrozenReference(reference, chunk_tokens, share_prompt)
 
 
-def weights_fingerprint(model: nn.Module) -> str:
-    """A cheap fingerprint of every weight (shape, sum, sum of squares in float64), hex."""
+def weights_fingerprint(model: nn.Module, frozen_only: bool = False) -> str:
+    """A cheap fingerprint of every weight (shape, sum, sum of squares in float64), hex.
+
+    ``frozen_only``: of the weights that do not train (and the buffers) only — what an adapter-disabled
+    reference reads. A LoRA policy's adapters start random by the seed (A) and at zero (B) and are off
+    in the reference, so runs that differ only by seed share one reference table."""
     digest = hashlib.sha256()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad} if frozen_only else set()
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
+            if name in trainable:
+                continue
             t = tensor.detach().to(torch.float64)
             digest.update(
                 f"{name}{tuple(t.shape)}{t.sum().item():.12e}{t.square().sum().item():.12e}".encode()

@@ -321,7 +321,8 @@ def setup(cfg: RunConfig, resuming: bool = False) -> Session:
     model, reference = _load_model(cfg, tokenizer, kind)
     if cfg.data.packing:
         check_packing_model(model, cfg)
-    fingerprint = weights_fingerprint(model) if kind == "cached" else ""
+    # with LoRA the tables are the adapter-disabled model's: its frozen base weights are all they read
+    fingerprint = weights_fingerprint(model, frozen_only=cfg.lora.enabled) if kind == "cached" else ""
     model = distribute(accelerator, model, mode)
     reference = distribute_reference(accelerator, reference, mode)
     engine = _engine(cfg, model, specs, reference, accelerator)
