@@ -140,9 +140,10 @@ def test_lora_runs_that_differ_by_seed_share_one_cached_table(tiny_config, tmp_p
     live = lora_run(1, "adapter", "seed1-live")
     for key in ("friendly/loss", "concise/loss"):
         assert cached.final_metrics[key] == pytest.approx(live.final_metrics[key], rel=1e-5)
-    assert cached.final_metrics["friendly/loss"] != lora_run(0, "adapter", "seed0-live").final_metrics[
-        "friendly/loss"
-    ]  # the seeds did train differently
+    assert (
+        cached.final_metrics["friendly/loss"]
+        != lora_run(0, "adapter", "seed0-live").final_metrics["friendly/loss"]
+    )  # the seeds did train differently
 
 
 def test_non_finite_steps_are_skipped_then_stop_with_checkpoint(tiny_config):
