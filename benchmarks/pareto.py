@@ -37,9 +37,10 @@ Printed per method, from the sweep's results.json and front.json:
   method's points (front.json; – where undefined: fewer than 3 points, or constant values);
 * worst-case improvement per point (min over objectives of improvement / |base|): mean, minimum and
   maximum over the method's points, and how many points improved every objective;
-* training stability: skipped steps, loss spikes (raco.sweep.front.SPIKE_RULE) on the total and on
-  each objective's loss, the share of steps where RACO's clip changed CAGrad's coefficients, training
-  seconds per point.
+* training stability, over the method's training runs (the points of a weight-agnostic method such as
+  mgda share one run per seed, counted once): skipped steps, loss spikes (raco.sweep.front.SPIKE_RULE)
+  on the total and on each objective's loss, the share of steps where RACO's clip changed CAGrad's
+  coefficients, training seconds per run.
 
 ``--print-only DIR`` prints the summary of an existing folder — this benchmark's DIR, or any ``raco
 sweep`` folder — and trains nothing. ``--quick``: the tiny random model, raco and weighted_sum, 2
@@ -562,20 +563,25 @@ def summary(target: str | Path) -> str:
         )
     out += _table(["method", "mean", "min", "max", "improved every objective"], rows)
 
-    out += ["", "[stability] totals over the method's points (loss spikes: raco.sweep.front.SPIKE_RULE)"]
+    out += [
+        "",
+        "[stability] totals over the method's training runs (a weight-agnostic method's points share "
+        "one run per seed; loss spikes: raco.sweep.front.SPIKE_RULE)",
+    ]
     rows = []
     for method, members in by_method.items():
-        stab = [p.get("stability") or {} for p in members]
+        runs = list({p.get("trained_as", p["id"]): p for p in members}.values())
+        stab = [p.get("stability") or {} for p in runs]
         objective_spikes = sum(len(v) for s in stab for v in (s.get("objective_loss_spikes") or {}).values())
         clip = _mean([s.get("clip_fraction") for s in stab])
-        walls = _mean([p.get("wall_seconds") for p in members])
+        walls = _mean([p.get("wall_seconds") for p in runs])
         rows.append(
             [
                 method,
                 str(sum(int(s.get("steps") or 0) for s in stab)),
                 str(sum(int(s.get("skipped_steps") or 0) for s in stab)),
                 str(sum(int(s.get("loss_spike_count") or 0) for s in stab)),
-                f"{sum(1 for s in stab if s.get('loss_spike_count'))}/{len(members)}",
+                f"{sum(1 for s in stab if s.get('loss_spike_count'))}/{len(runs)}",
                 str(objective_spikes),
                 "–" if clip is None else f"{clip:.1%}",
                 _num(walls, ".1f"),
@@ -587,10 +593,10 @@ def summary(target: str | Path) -> str:
             "steps",
             "skipped",
             "loss spikes",
-            "points with spikes",
+            "runs with spikes",
             "objective spikes",
             "clip",
-            "train s/point",
+            "train s/run",
         ],
         rows,
     )

@@ -157,6 +157,25 @@ def test_print_only_reads_any_sweep_folder(quick, tmp_path, capsys):
     assert "wall time: not measured by pareto.py" in out
 
 
+def test_stability_counts_each_training_run_once(quick, tmp_path, capsys):
+    """Points of a weight-agnostic method share a run (``trained_as``): its steps, spikes and seconds
+    count once, not once per point that reads it."""
+    folder, _, _ = quick
+    copy = tmp_path / "sweep"
+    shutil.copytree(folder / "sweep", copy, ignore=shutil.ignore_patterns("points"))
+    results = json.loads((copy / "results.json").read_text())
+    first, second = [p for p in results["points"] if p["method"] == "raco"]
+    second["trained_as"] = first["id"]
+    second["stability"] = dict(first["stability"])
+    second["wall_seconds"] = first["wall_seconds"]
+    (copy / "results.json").write_text(json.dumps(results))
+    assert pareto.main(["--print-only", str(copy)]) == 0
+    row = next(r for r in _section(capsys.readouterr().out, "stability") if r[0] == "raco")
+    assert int(row[1]) == first["stability"]["steps"] == 2  # one run of 2 steps, not 2 × 2
+    assert row[4].endswith("/1")  # runs with spikes, of 1 run
+    assert float(row[7]) == pytest.approx(first["wall_seconds"], abs=0.05)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
