@@ -31,6 +31,9 @@ Printed per method, from the sweep's results.json and front.json:
 
 * hypervolume of the method's points against the base model's scores, mean ± sample std over seeds
   (front.json; 0 = no point beat the base in both objectives), per seed and over all seeds;
+* hypervolume against the nadir — the worst score of any point or the base in each objective — mean ±
+  sample std over seeds: unlike the base-model reference it also credits points that trade one objective
+  for the other, so it still compares the fronts when few points beat the base in every objective;
 * per weight vector: each objective's score and relative improvement over the base (mean over seeds),
   and the worst case = min over objectives of those relative improvements;
 * faithfulness to the weights: Spearman ρ between an objective's weight and its improvement over the
@@ -422,10 +425,17 @@ def _prompt_count(path: Path) -> int | str:
     )
 
 
+def training_runs(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per training run: a weight-agnostic method's points name the run they were read from
+    (``trained_as``) and count once."""
+    return list({p.get("trained_as", p["id"]): p for p in points}.values())
+
+
 def _wall(folder: Path, points: list[dict[str, Any]]) -> list[str]:
-    trained = [float(p["wall_seconds"]) for p in points if isinstance(p.get("wall_seconds"), int | float)]
+    runs = training_runs(points)
+    trained = [float(p["wall_seconds"]) for p in runs if isinstance(p.get("wall_seconds"), int | float)]
     per_point = (
-        f"training {sum(trained):.0f} s summed over {len(trained)} points "
+        f"training {sum(trained):.0f} s summed over {len(trained)} runs "
         f"(mean {sum(trained) / len(trained):.1f} s)"
         if trained
         else "training time not recorded"
@@ -441,6 +451,65 @@ def _wall(folder: Path, points: list[dict[str, Any]]) -> list[str]:
         f"wall time: {total:.1f} s over {len(timing)} invocation(s) of {PROG}{note}; "
         f"load average at start {loads} on {timing[-1].get('cpus')} CPUs; {per_point}"
     ]
+
+
+def nadir(
+    points: Sequence[dict[str, Any]], base: dict[str, Any], names: Sequence[str], directions: dict[str, str]
+) -> dict[str, float]:
+    """The worst score of any point or the base model in each objective (the lowest where higher is
+    better, the highest where lower is better): a reference point every complete point weakly beats."""
+    out = {}
+    for name in names:
+        values = [float(v) for v in (*(p["scores"].get(name) for p in points), base.get(name)) if _float(v)]
+        out[name] = min(values) if directions[name] == "higher" else max(values)
+    return out
+
+
+def nadir_hypervolumes(
+    points: Sequence[dict[str, Any]],
+    base: dict[str, Any],
+    names: Sequence[str],
+    directions: dict[str, str],
+    methods: dict[str, dict[str, Any]],
+) -> list[str]:
+    """The ``[hypervolume vs nadir]`` table: each method's hypervolume (``raco.sweep.front.hypervolume``)
+    against the common nadir of every point and the base — unlike the base-model reference, it also
+    credits points that trade one objective for another, so it compares fronts where few points beat
+    the base in every objective. Per seed, mean ± sample std over seeds, and all seeds together."""
+    from raco.sweep.front import hypervolume
+
+    reference = nadir(points, base, names, directions)
+    oriented = {n: directions[n] for n in names}
+    lines = [
+        "[hypervolume vs nadir] of each method's points against the worst score of any point or the base "
+        "(" + ", ".join(f"{n} {reference[n]:.4g}" for n in names) + "); mean ± sample std over seeds"
+    ]
+    rows, means = [], {}
+    for method in methods:
+        mine = [p for p in points if p["method"] == method]
+        seeds = sorted({p["seed"] for p in mine})
+        per_seed = [hypervolume([p for p in mine if p["seed"] == s], reference, oriented) for s in seeds]
+        mean = sum(per_seed) / len(per_seed)
+        std = (
+            math.sqrt(sum((v - mean) ** 2 for v in per_seed) / (len(per_seed) - 1))
+            if len(per_seed) > 1
+            else 0.0
+        )
+        means[method] = mean
+        rows.append(
+            [
+                method,
+                _num(mean),
+                "±",
+                _num(std),
+                _num(hypervolume(mine, reference, oriented)),
+                " ".join(f"s{s}={_num(v)}" for s, v in zip(seeds, per_seed, strict=True)),
+            ]
+        )
+    lines += _table(["method", "mean", "", "std", "all seeds", "per seed"], rows)
+    order = sorted(means, key=lambda m: -means[m])
+    lines.append("by mean: " + " > ".join(f"{m} ({_num(means[m], '.4g')})" for m in order))
+    return lines
 
 
 def summary(target: str | Path) -> str:
@@ -509,6 +578,7 @@ def summary(target: str | Path) -> str:
             ties = sum(v == ranked["raco"] for v in ranked.values()) - 1
             tied = f" (tied with {ties} other(s))" if ties else ""
             out.append(f"raco ranks {rank} of {len(ranked)} by mean hypervolume{tied}")
+    out += ["", *nadir_hypervolumes(points, base, names, directions, methods)]
     out += [
         "",
         "[per weight] score and relative improvement over the base (mean over seeds); "
@@ -570,7 +640,7 @@ def summary(target: str | Path) -> str:
     ]
     rows = []
     for method, members in by_method.items():
-        runs = list({p.get("trained_as", p["id"]): p for p in members}.values())
+        runs = training_runs(members)
         stab = [p.get("stability") or {} for p in runs]
         objective_spikes = sum(len(v) for s in stab for v in (s.get("objective_loss_spikes") or {}).values())
         clip = _mean([s.get("clip_fraction") for s in stab])

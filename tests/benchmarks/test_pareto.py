@@ -53,7 +53,7 @@ def _section(text: str, name: str) -> list[list[str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith(f"[{name}]"))
     rows = []
     for line in lines[start + 2 :]:
-        if not line.strip() or line.startswith(("[", "highest", "every method", "raco ranks")):
+        if not line.strip() or line.startswith(("[", "highest", "every method", "raco ranks", "by mean")):
             break
         rows.append(re.split(r"\s{2,}", line.strip()))
     return rows
@@ -91,6 +91,25 @@ def test_quick_tables_match_results_and_front(quick):
         assert float(row[5]) == pytest.approx(volume["all_seeds"], rel=1e-5, abs=1e-12)
         assert row[6] == f"{len(entry['front'])}/{len(entry['points'])}"
 
+    # the nadir table against a 2-D hypervolume written out here: the worst score of any point or the base
+    # per objective as the reference, the region the points dominate summed as a staircase
+    scored = [*(p["scores"] for p in results["points"]), results["base"]]
+    down = {n: results["directions"][n] == "lower" for n in names}
+    ref = [max(s[n] if down[n] else -s[n] for s in scored) for n in names]  # minimisation
+    nadir_rows = {row[0]: row for row in _section(text, "hypervolume vs nadir")}
+    assert set(nadir_rows) == set(front)
+    for method in front:
+        mine = [[p["scores"][n] if down[n] else -p["scores"][n] for n in names] for p in results["points"]]
+        mine = sorted(m for m, p in zip(mine, results["points"], strict=True) if p["method"] == method)
+        area, lowest = 0.0, ref[1]
+        for (a, b), nxt in zip(mine, [*(m[0] for m in mine[1:]), ref[0]], strict=True):
+            lowest = min(lowest, b)
+            area += (min(nxt, ref[0]) - a) * (ref[1] - lowest)
+        row = nadir_rows[method]
+        assert float(row[1]) == pytest.approx(area, rel=1e-5, abs=1e-12)  # 1 seed: mean = all seeds
+        assert float(row[4]) == pytest.approx(area, rel=1e-5, abs=1e-12)
+        assert row[2] == "±" and float(row[3]) == 0
+
     per_weight = _section(text, "per weight")
     assert len(per_weight) == 4 and {row[0] for row in per_weight} == set(front)
     k = len(names)
@@ -125,6 +144,7 @@ def test_quick_tables_match_results_and_front(quick):
         assert worst[method][4] == f"{sum(v > 0 for v in values)}/{len(mine)}"
         row = stability[method]
         assert int(row[1]) == sum(p["stability"]["steps"] for p in mine) == 4
+        assert row[4] == f"{sum(1 for p in mine if p['stability']['loss_spike_count'])}/{len(mine)}"
         assert int(row[2]) == sum(p["stability"]["skipped_steps"] for p in mine)
         assert int(row[3]) == sum(p["stability"]["loss_spike_count"] for p in mine)
 
