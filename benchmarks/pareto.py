@@ -476,7 +476,7 @@ def nadir_hypervolumes(
     against the common nadir of every point and the base — unlike the base-model reference, it also
     credits points that trade one objective for another, so it compares fronts where few points beat
     the base in every objective. Per seed, mean ± sample std over seeds, and all seeds together."""
-    from raco.sweep.front import hypervolume
+    from raco.sweep.front import seed_hypervolumes
 
     reference = nadir(points, base, names, directions)
     oriented = {n: directions[n] for n in names}
@@ -486,28 +486,20 @@ def nadir_hypervolumes(
     ]
     rows, means = [], {}
     for method in methods:
-        mine = [p for p in points if p["method"] == method]
-        seeds = sorted({p["seed"] for p in mine})
-        per_seed = [hypervolume([p for p in mine if p["seed"] == s], reference, oriented) for s in seeds]
-        mean = sum(per_seed) / len(per_seed)
-        std = (
-            math.sqrt(sum((v - mean) ** 2 for v in per_seed) / (len(per_seed) - 1))
-            if len(per_seed) > 1
-            else 0.0
-        )
-        means[method] = mean
+        hv = seed_hypervolumes([p for p in points if p["method"] == method], oriented, reference)
+        means[method] = hv["mean"]
         rows.append(
             [
                 method,
-                _num(mean),
+                _num(hv["mean"]),
                 "±",
-                _num(std),
-                _num(hypervolume(mine, reference, oriented)),
-                " ".join(f"s{s}={_num(v)}" for s, v in zip(seeds, per_seed, strict=True)),
+                _num(hv["std"]),
+                _num(hv["all_seeds"]),
+                " ".join(f"s{s}={_num(v)}" for s, v in hv["per_seed"].items()),
             ]
         )
     lines += _table(["method", "mean", "", "std", "all seeds", "per seed"], rows)
-    order = sorted(means, key=lambda m: -means[m])
+    order = sorted(means, key=lambda m: -(means[m] or 0.0))
     lines.append("by mean: " + " > ".join(f"{m} ({_num(means[m], '.4g')})" for m in order))
     return lines
 

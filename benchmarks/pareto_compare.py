@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ def _results(target: str) -> dict[str, Any]:
 
 def compare(first: dict[str, Any], second: dict[str, Any], label: str) -> str:
     """The printed comparison (see the module docstring)."""
-    from raco.sweep.front import hypervolume
+    from raco.sweep.front import seed_hypervolumes
 
     names, directions = first["eval_objectives"], first["directions"]
     if second["eval_objectives"] != names or second["base"] != first["base"]:
@@ -51,14 +50,7 @@ def compare(first: dict[str, Any], second: dict[str, Any], label: str) -> str:
     ]
     rows = []
     for method, points in groups.items():
-        seeds = sorted({p["seed"] for p in points})
-        per_seed = [hypervolume([p for p in points if p["seed"] == s], reference, directions) for s in seeds]
-        mean = sum(per_seed) / len(per_seed)
-        std = (
-            math.sqrt(sum((v - mean) ** 2 for v in per_seed) / (len(per_seed) - 1))
-            if len(per_seed) > 1
-            else 0.0
-        )
+        hv = seed_hypervolumes(points, directions, reference)
         per_weight = []
         for vector in weights:
             mine = [p for p in points if tuple(p["weights"].values()) == vector]
@@ -68,10 +60,10 @@ def compare(first: dict[str, Any], second: dict[str, Any], label: str) -> str:
         rows.append(
             [
                 method,
-                pareto._num(mean, ".4g"),
+                pareto._num(hv["mean"], ".4g"),
                 "±",
-                pareto._num(std, ".3g"),
-                " ".join(f"s{s}={v:.2f}" for s, v in zip(seeds, per_seed, strict=True)),
+                pareto._num(hv["std"], ".3g"),
+                " ".join(f"s{s}={pareto._num(v, '.2f')}" for s, v in hv["per_seed"].items()),
                 "  ".join(per_weight),
             ]
         )

@@ -146,14 +146,16 @@ def method_fronts(
             "points": [str(p["id"]) for p in members],
             "excluded": incomplete(members, directions),
             "front": [str(p["id"]) for p, on in zip(members, flags, strict=True) if on],
-            "hypervolume": _seed_hypervolumes(members, directions, reference),
+            "hypervolume": seed_hypervolumes(members, directions, reference),
         }
     return out
 
 
-def _seed_hypervolumes(
+def seed_hypervolumes(
     members: Sequence[Point], directions: Mapping[str, str], reference: Mapping[str, float | None]
 ) -> dict[str, Any]:
+    """The ``hypervolume`` entry of :func:`method_fronts` for ``members`` (points of one method, or any
+    group): HV of all of them, of each seed's, and mean and sample std over the seeds."""
     by_seed: dict[str, list[Point]] = {}
     for point in members:
         by_seed.setdefault(str(point["seed"]), []).append(point)
