@@ -3,10 +3,7 @@ problems' gradients against torch.autograd, GD on a convex problem, and the --qu
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,19 +11,9 @@ import torch
 
 from raco.aggregators import cagrad, raco
 
-ROOT = Path(__file__).resolve().parents[2]
+from .scripts import load_benchmark
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("convergence_bench", ROOT / "benchmarks" / "convergence.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-cv = _load()
+cv = load_benchmark("convergence")
 
 # Hand-derived (see the comment above WITNESS in the benchmark): the dual's stationary point solves
 # 377λ² − 182λ + 17 = 0, λ = (91 + 12√13)/377; ρ = (5√13 − 8)/29; p̃ = (0.2, 1 − λ),

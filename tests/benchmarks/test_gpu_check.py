@@ -3,7 +3,6 @@ engine checks in process, and (slow) the whole script's --quick CPU run."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,17 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from .scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_check_bench", ROOT / "benchmarks" / "gpu_check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _script(*args: str, device: str = "cpu", timeout: int = 60, **env: str) -> subprocess.CompletedProcess:
@@ -59,7 +51,7 @@ def test_engine_checks_run_on_cpu(capsys, tmp_path):
     """gpu_check.py's fused == plain and step-cost checks on the tiny model (float32, one repeat)."""
     import json
 
-    gpu_check = _load()
+    gpu_check = load_benchmark("gpu_check")
     out = tmp_path / "engine.json"
     argv = ["--device", "cpu", "--models", "tiny", "--ks", "2", "--repeats", "1", "--shape", "2", "8", "16"]
     assert gpu_check.main([*argv, "--dtype", "float32", "--json", str(out)]) == 0
@@ -73,7 +65,7 @@ def test_engine_checks_run_on_cpu(capsys, tmp_path):
 
 
 def test_make_batch_follows_raco_pairs_contract():
-    gpu_check = _load()
+    gpu_check = load_benchmark("gpu_check")
     batch = gpu_check.make_batch(3, 4, 6, vocab=50, k=2, seed=0, device=__import__("torch").device("cpu"))
     assert batch["input_ids"].shape == (6, 10) and batch["signs"].shape == (3, 2)
     assert (batch["input_ids"][3:, :4] == batch["input_ids"][:3, :4]).all()  # shared prompts

@@ -3,7 +3,6 @@ engine patch it uses for chunked log-probs, and the --quick run end to end."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -13,19 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from .scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("memory_bench", ROOT / "benchmarks" / "memory.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mem = _load()
+mem = load_benchmark("memory")
 
 
 def test_pair_batch_is_one_pair_with_shared_prompt_and_half_responses():

@@ -3,25 +3,11 @@ and its length profiles (medians as benchmarks/prompt_sharing.py's, lengths with
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from .scripts import load_benchmark
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("packing_bench", ROOT / "benchmarks" / "packing.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_benchmark("packing")
 
 
 def test_counts_by_hand():

@@ -3,7 +3,6 @@ front.json, --print-only gives the same summary, and bad arguments are one line 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -14,20 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from .scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "pareto.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("pareto_bench", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pareto = _load()
+pareto = load_benchmark("pareto")
 
 
 def _quick(folder: Path, cache: Path) -> subprocess.CompletedProcess[str]:

@@ -3,27 +3,14 @@ nadir, on points small enough to work out by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pareto_compare.py"
+from .scripts import load_benchmark
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("pareto_compare_bench", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-compare_bench = _load()
+compare_bench = load_benchmark("pareto_compare")
 
 
 def _point(method, weights, seed, a, b):

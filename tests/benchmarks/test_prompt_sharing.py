@@ -3,27 +3,11 @@ times (the collator's layout, each profile's lengths)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .scripts import load_benchmark
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "prompt_sharing_bench", ROOT / "benchmarks" / "prompt_sharing.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_benchmark("prompt_sharing")
 
 
 def test_tokens_per_pair_by_hand():
